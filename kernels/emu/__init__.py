@@ -1,0 +1,1 @@
+"""Headers that let kernels/*.cu compile for the CPU (cuda-emu)."""
