@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import mlpaccel
+from mlpaccel.activations import ACTIVATIONS
 from mlpaccel.backends import backend_names, unavailable_reason
 
 from .known_gaps import KNOWN_GAPS
@@ -24,6 +25,19 @@ TOLERANCE = {  # per dtype: (rtol, atol) for elementwise results vs the float64 
     np.dtype(np.float32): (2e-5, 2e-6),
     np.dtype(np.float64): (1e-11, 1e-13),
 }
+#: per dtype: c in ||C - C_ref||_F <= c * sqrt(K) * ||C_ref||_F for a matmul with inner size K
+#: (rounding errors of a K-term sum grow like sqrt(K) for random data)
+MATMUL_RTOL = {
+    np.dtype(np.float32): 2e-6,
+    np.dtype(np.float64): 1e-14,
+}
+DTYPES = [np.float32, np.float64]
+#: (activation name, params): every catalogue entry, plus non-default parameters
+ACTIVATION_CASES = [(name, {}) for name in ACTIVATIONS] + [
+    ("leaky_relu", {"alpha": 0.2}),
+    ("elu", {"alpha": 0.5}),
+]
+ACT_IDS = [n + "".join(f"-{k}{v}" for k, v in p.items()) for n, p in ACTIVATION_CASES]
 
 
 def _marks(name: str):
