@@ -23,6 +23,7 @@ derivative is folded into the incoming gradient as backprop needs it.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 
@@ -61,6 +62,11 @@ def canonical(name: str) -> str:
     """Return the catalogue name for ``name`` (accepting aliases), or raise ValueError."""
     if not isinstance(name, str):
         raise TypeError(f"activation must be a string name, got {type(name).__name__}: {name!r}")
+    return _canonical(name)
+
+
+@functools.lru_cache(maxsize=64)  # called several times per training step: keep it O(1)
+def _canonical(name: str) -> str:
     key = ALIASES.get(name.lower(), name.lower())
     if key not in ACTIVATIONS:
         raise ValueError(
@@ -72,6 +78,8 @@ def canonical(name: str) -> str:
 
 def resolve_params(name: str, params: dict) -> dict:
     """Fill in the defaults of ``name``'s parameters and reject parameters it does not take."""
+    if not params:  # the common case on the hot path
+        return dict(ACTIVATIONS[name].params)
     spec = ACTIVATIONS[name]
     unknown = set(params) - set(spec.params)
     if unknown:
