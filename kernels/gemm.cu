@@ -1,0 +1,637 @@
+// mlpaccel GEMM kernels: C = op(A) op(B) (+ bias) (activation epilogue), row-major.
+//
+// op(A) is (M, K): A is stored (M, K) ("n") or (K, M) ("t", read transposed in place).
+// op(B) is (K, N): B is stored (K, N) ("n") or (N, K) ("t").  C is (M, N), ldc = N.
+// No transposed copy is ever made: the loaders read the stored layout and write the shared-
+// memory tile in the layout the inner loop wants.
+//
+// Entry points (extern "C"), one per configuration x transpose form x load width:
+//   gemm_<cfg>_<nn|tn|nt|tt>_<v|s>_f32   SIMT FP32 (v: 16-byte loads, needs every leading
+//                                         dimension % 4 == 0 and 16-byte aligned pointers)
+//   gemm_<tccfg>_<form>_<v|s>_f32        TF32 tensor cores (mma.sync m16n8k8), FP32 accumulate
+//   gemm_64x64x8_<form>_s_f64            FP64 (tests / golden numbers)
+//   gemm_splitk_reduce_<f32|f64>         sums split-K partials and applies the epilogue
+// All GEMM entry points share one signature:
+//   (const T* A, const T* B, T* C, const T* bias, T* Z, const T* aux,
+//    int M, int N, int K, int k_chunk, int epi, T param)
+// k_chunk: K range of one blockIdx.z slice (split-K; == K when gridDim.z == 1). With split-K
+// slice z writes its raw partial product to C + z*M*N (epi must be 0) and the reduce kernel
+// applies the epilogue.
+// epi bits: 1 = add bias[n]; (epi >> 1) & 7 = activation f applied to the output;
+//           16 = also store the pre-activation into Z; (epi >> 5) & 7 = multiply the output
+//           by f'(aux[m, n]) (backward: delta = (grad W^T) * f'(z)); param = leaky_relu slope.
+// Activation codes: 1 relu, 2 leaky_relu, 3 sigmoid, 4 tanh, 5 gelu (erf form). The
+// derivative reads z for relu/leaky_relu/gelu and a = f(z) for sigmoid/tanh.
+// -DGEMM_CFG=<id> compiles one configuration only (ids in mlpaccel/backends/cuda_gemm.py).
+#include "common.cuh"
+
+#ifndef GEMM_CFG
+#define GEMM_CFG (-1)
+#endif
+#define GEMM_WANT(id) (GEMM_CFG < 0 || GEMM_CFG == (id))
+
+#ifdef MLPACCEL_EMU
+#ifndef __align__
+#define __align__(n) alignas(n)
+#endif
+struct alignas(16) gemm_v4f { float x, y, z, w; };
+#else
+typedef float4 gemm_v4f;
+#endif
+
+// ---------------------------------------------------------------- epilogue math
+__device__ __forceinline__ float gemm_exp(float x) { return expf(x); }
+__device__ __forceinline__ double gemm_exp(double x) { return exp(x); }
+__device__ __forceinline__ float gemm_tanh(float x) { return tanhf(x); }
+__device__ __forceinline__ double gemm_tanh(double x) { return tanh(x); }
+__device__ __forceinline__ float gemm_erf(float x) { return erff(x); }
+__device__ __forceinline__ double gemm_erf(double x) { return erf(x); }
+
+template <typename T>
+__device__ __forceinline__ T gemm_act(T z, int code, T p) {
+    switch (code) {
+    case 1: return z > T(0) ? z : T(0);
+    case 2: return z > T(0) ? z : p * z;
+    case 3: {  // stable: never exp of a large positive number
+        if (z >= T(0)) return T(1) / (T(1) + gemm_exp(-z));
+        T e = gemm_exp(z);
+        return e / (T(1) + e);
+    }
+    case 4: return gemm_tanh(z);
+    case 5: return T(0.5) * z * (T(1) + gemm_erf(z * T(0.70710678118654752440)));
+    default: return z;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ T gemm_dact(T x, int code, T p) {
+    switch (code) {
+    case 1: return x > T(0) ? T(1) : T(0);
+    case 2: return x > T(0) ? T(1) : p;
+    case 3: return x * (T(1) - x);           // x = a = sigmoid(z)
+    case 4: return T(1) - x * x;             // x = a = tanh(z)
+    case 5: {                                // x = z
+        T cdf = T(0.5) * (T(1) + gemm_erf(x * T(0.70710678118654752440)));
+        return cdf + x * T(0.39894228040143267794) * gemm_exp(T(-0.5) * x * x);
+    }
+    default: return T(1);
+    }
+}
+
+// Applies the epilogue to one output element (m, n) with accumulator v and stores it.
+template <typename T>
+__device__ __forceinline__ void gemm_store(T* C, const T* bias, T* Z, const T* aux, int N,
+                                           int m, int n, T v, int epi, T p) {
+    const long long idx = (long long)m * N + n;
+    if (epi & 1) v += bias[n];
+    if (epi & 16) Z[idx] = v;
+    const int act = (epi >> 1) & 7;
+    if (act) v = gemm_act(v, act, p);
+    const int dact = (epi >> 5) & 7;
+    if (dact) v *= gemm_dact(aux[idx], dact, p);
+    C[idx] = v;
+}
+
+// ---------------------------------------------------------------- global tile loader
+// Loads an R x CC tile (rows [r0, rmax), cols [c0, cmax)) of a row-major matrix with leading
+// dimension ld into registers, four consecutive columns per slot. VEC: one 16-byte load per
+// slot (cmax and ld multiples of 4, so a slot is entirely in or out); else four predicated
+// scalar loads. Out-of-range elements read as zero, so edge tiles need no special inner loop.
+template <typename T, int R, int CC, int NT, bool VEC>
+struct GemmTileLoader {
+    static constexpr int SLOTS = R * CC / 4;
+    static constexpr int PER = (SLOTS + NT - 1) / NT;
+    T v[PER][4];
+
+    __device__ __forceinline__ void load(const T* g, int ld, int r0, int rmax, int c0, int cmax,
+                                         int tid) {
+#pragma unroll
+        for (int s = 0; s < PER; ++s) {
+            const int f = tid + s * NT;
+            const int r = f / (CC / 4), c = (f % (CC / 4)) * 4;
+            const int gr = r0 + r, gc = c0 + c;
+            const bool live = (SLOTS % NT == 0 || f < SLOTS) && gr < rmax;
+            if (VEC) {
+                if (live && gc < cmax) {
+                    const gemm_v4f q =
+                        *reinterpret_cast<const gemm_v4f*>(g + (long long)gr * ld + gc);
+                    v[s][0] = q.x; v[s][1] = q.y; v[s][2] = q.z; v[s][3] = q.w;
+                } else {
+                    v[s][0] = v[s][1] = v[s][2] = v[s][3] = T(0);
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i)
+                    v[s][i] = (live && gc + i < cmax) ? g[(long long)gr * ld + gc + i] : T(0);
+            }
+        }
+    }
+    // Stores into smem laid out [CC][LDS] (transposed: column c of the tile becomes row c).
+    template <int LDS>
+    __device__ __forceinline__ void store_t(T* s, int tid) const {
+#pragma unroll
+        for (int q = 0; q < PER; ++q) {
+            const int f = tid + q * NT;
+            if (SLOTS % NT != 0 && f >= SLOTS) continue;
+            const int r = f / (CC / 4), c = (f % (CC / 4)) * 4;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) s[(c + i) * LDS + r] = v[q][i];
+        }
+    }
+    // Stores into smem laid out [R][LDS] (same orientation as global), optionally converting
+    // to TF32 bit patterns (done once here rather than once per warp that reads the value).
+    template <int LDS, bool TF32>
+    __device__ __forceinline__ void store_n(T* s, int tid) const {
+#pragma unroll
+        for (int q = 0; q < PER; ++q) {
+            const int f = tid + q * NT;
+            if (SLOTS % NT != 0 && f >= SLOTS) continue;
+            const int r = f / (CC / 4), c = (f % (CC / 4)) * 4;
+            T w[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                if constexpr (TF32) {
+                    const uint32_t b = f32_to_tf32(v[q][i]);
+                    w[i] = __uint_as_float(b);
+                } else {
+                    w[i] = v[q][i];
+                }
+            }
+            if constexpr (sizeof(T) == 4) {
+                gemm_v4f o; o.x = w[0]; o.y = w[1]; o.z = w[2]; o.w = w[3];
+                *reinterpret_cast<gemm_v4f*>(s + r * LDS + c) = o;
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) s[r * LDS + c + i] = w[i];
+            }
+        }
+    }
+};
+
+template <typename T>
+__device__ __forceinline__ void gemm_lds4(T* d, const T* s) {
+    if constexpr (sizeof(T) == 4) {
+        const gemm_v4f q = *reinterpret_cast<const gemm_v4f*>(s);
+        d[0] = q.x; d[1] = q.y; d[2] = q.z; d[3] = q.w;
+    } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) d[i] = s[i];
+    }
+}
+
+// ---------------------------------------------------------------- SIMT kernel
+// Block tile BM x BN, K step BK; warps tile the block with WM x WN warp tiles; inside a warp
+// the 32 lanes form (WM/TM) x (WN/TN) and each lane owns TM x TN outputs, taken as 4x4 chunks
+// strided across the warp tile so that the 16-byte shared-memory reads of a warp hit distinct
+// banks or broadcast. Smem holds A as [BK][BM] and B as [BK][BN] (k-major), double-buffered:
+// the next tile is fetched into registers while the current one is multiplied, so there is one
+// __syncthreads per K step.
+template <typename T, int BM, int BN, int BK, int WM, int WN, int TM, int TN, bool TA, bool TB,
+          bool VEC>
+__device__ __forceinline__ void gemm_simt(const T* __restrict__ A, const T* __restrict__ B,
+                                          T* C, const T* bias, T* Z, const T* aux, int M, int N,
+                                          int K, int k_chunk, int epi, T p) {
+    constexpr int NT = (BM / WM) * (BN / WN) * 32;
+    constexpr int WTR = WM / TM, WTC = WN / TN;
+    static_assert(WTR * WTC == 32, "a warp must have 32 lanes");
+    static_assert(TM % 4 == 0 && TN % 4 == 0, "micro-tile in 4x4 chunks");
+    constexpr int PAD = 4;
+    constexpr int LA = BM + PAD, LB = BN + PAD;
+    __shared__ __align__(16) T As[2][BK * LA];
+    __shared__ __align__(16) T Bs[2][BK * LB];
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;
+    const int tr = lane / WTC, tc = lane % WTC;
+    const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN;
+    const int kb = blockIdx.z * k_chunk;
+    const int ke = K < kb + k_chunk ? K : kb + k_chunk;
+    if (gridDim.z > 1) C += (long long)blockIdx.z * M * N;
+
+    // op(A) tile: !TA -> rows m (BM) x cols k (BK); TA -> rows k (BK) x cols m (BM).
+    GemmTileLoader<T, TA ? BK : BM, TA ? BM : BK, NT, VEC> la;
+    // op(B) tile: !TB -> rows k (BK) x cols n (BN); TB -> rows n (BN) x cols k (BK).
+    GemmTileLoader<T, TB ? BN : BK, TB ? BK : BN, NT, VEC> lb;
+    auto fetch = [&](int k0) {
+        if (TA) la.load(A, M, k0, ke, bm0, M, tid);
+        else la.load(A, K, bm0, M, k0, ke, tid);
+        if (TB) lb.load(B, K, bn0, N, k0, ke, tid);
+        else lb.load(B, N, k0, ke, bn0, N, tid);
+    };
+    auto put = [&](int buf) {
+        if (TA) la.template store_n<LA, false>(As[buf], tid);
+        else la.template store_t<LA>(As[buf], tid);
+        if (TB) lb.template store_t<LB>(Bs[buf], tid);
+        else lb.template store_n<LB, false>(Bs[buf], tid);
+    };
+
+    T acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+
+    const int ntiles = ke > kb ? (ke - kb + BK - 1) / BK : 0;
+    if (ntiles > 0) {
+        fetch(kb);
+        put(0);
+    }
+    __syncthreads();
+    for (int t = 0; t < ntiles; ++t) {
+        const int cur = t & 1;
+        if (t + 1 < ntiles) fetch(kb + (t + 1) * BK);
+        const T* as = As[cur];
+        const T* bs = Bs[cur];
+#pragma unroll
+        for (int k = 0; k < BK; ++k) {
+            T a[TM], b[TN];
+#pragma unroll
+            for (int c = 0; c < TM / 4; ++c)
+                gemm_lds4(a + 4 * c, as + k * LA + wm0 + c * WTR * 4 + tr * 4);
+#pragma unroll
+            for (int c = 0; c < TN / 4; ++c)
+                gemm_lds4(b + 4 * c, bs + k * LB + wn0 + c * WTC * 4 + tc * 4);
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+        }
+        if (t + 1 < ntiles) put(cur ^ 1);
+        __syncthreads();
+    }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = bm0 + wm0 + (i / 4) * WTR * 4 + tr * 4 + (i % 4);
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = bn0 + wn0 + (j / 4) * WTC * 4 + tc * 4 + (j % 4);
+            if (n < N) gemm_store(C, bias, Z, aux, N, m, n, acc[i][j], epi, p);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- TF32 tensor-core kernel
+// mma.sync m16n8k8 (row.col) with FP32 accumulators. Smem keeps each operand in its global
+// orientation (16-byte copies, no transposing stores) with paddings chosen so that the
+// fragment reads of a warp (lane = 4 g + t) fall in 32 distinct banks:
+//   A k-contiguous [BM][BK+4], A m-contiguous [BK][BM+8], B n-contiguous [BK][BN+8],
+//   B k-contiguous [BN][BK+4]. Values are rounded to TF32 once, when stored to smem.
+template <int BM, int BN, int BK, int WM, int WN, bool TA, bool TB, bool VEC>
+__device__ __forceinline__ void gemm_tc(const float* __restrict__ A,
+                                        const float* __restrict__ B, float* C,
+                                        const float* bias, float* Z, const float* aux, int M,
+                                        int N, int K, int k_chunk, int epi, float p) {
+    constexpr int NT = (BM / WM) * (BN / WN) * 32;
+    constexpr int MT = WM / 16, NTL = WN / 8;
+    constexpr int LA = TA ? BM + 8 : BK + 4;
+    constexpr int LB = TB ? BK + 4 : BN + 8;
+    constexpr int SA = TA ? BK * LA : BM * LA;
+    constexpr int SB = TB ? BN * LB : BK * LB;
+    __shared__ __align__(16) float As[2][SA];
+    __shared__ __align__(16) float Bs[2][SB];
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;
+    const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN;
+    const int kb = blockIdx.z * k_chunk;
+    const int ke = K < kb + k_chunk ? K : kb + k_chunk;
+    if (gridDim.z > 1) C += (long long)blockIdx.z * M * N;
+
+    GemmTileLoader<float, TA ? BK : BM, TA ? BM : BK, NT, VEC> la;
+    GemmTileLoader<float, TB ? BN : BK, TB ? BK : BN, NT, VEC> lb;
+    auto fetch = [&](int k0) {
+        if (TA) la.load(A, M, k0, ke, bm0, M, tid);
+        else la.load(A, K, bm0, M, k0, ke, tid);
+        if (TB) lb.load(B, K, bn0, N, k0, ke, tid);
+        else lb.load(B, N, k0, ke, bn0, N, tid);
+    };
+    auto put = [&](int buf) {
+        la.template store_n<LA, true>(As[buf], tid);
+        lb.template store_n<LB, true>(Bs[buf], tid);
+    };
+    // element (m, k) of op(A) and (k, n) of op(B) in the smem tile
+    auto sa = [&](const float* s, int m, int k) -> uint32_t {
+        return __float_as_uint(TA ? s[k * LA + m] : s[m * LA + k]);
+    };
+    auto sb = [&](const float* s, int k, int n) -> uint32_t {
+        return __float_as_uint(TB ? s[n * LB + k] : s[k * LB + n]);
+    };
+
+    float acc[MT][NTL][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NTL; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+
+    const int ntiles = ke > kb ? (ke - kb + BK - 1) / BK : 0;
+    if (ntiles > 0) {
+        fetch(kb);
+        put(0);
+    }
+    __syncthreads();
+    for (int t = 0; t < ntiles; ++t) {
+        const int cur = t & 1;
+        if (t + 1 < ntiles) fetch(kb + (t + 1) * BK);
+        const float* as = As[cur];
+        const float* bs = Bs[cur];
+#pragma unroll
+        for (int k8 = 0; k8 < BK; k8 += 8) {
+            uint32_t af[MT][4], bf[NTL][2];
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const int m = wm0 + i * 16 + g;
+                af[i][0] = sa(as, m, k8 + t4);
+                af[i][1] = sa(as, m + 8, k8 + t4);
+                af[i][2] = sa(as, m, k8 + t4 + 4);
+                af[i][3] = sa(as, m + 8, k8 + t4 + 4);
+            }
+#pragma unroll
+            for (int j = 0; j < NTL; ++j) {
+                const int n = wn0 + j * 8 + g;
+                bf[j][0] = sb(bs, k8 + t4, n);
+                bf[j][1] = sb(bs, k8 + t4 + 4, n);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int j = 0; j < NTL; ++j)
+                    mma_m16n8k8_tf32(acc[i][j], af[i], bf[j], acc[i][j]);
+        }
+        if (t + 1 < ntiles) put(cur ^ 1);
+        __syncthreads();
+    }
+
+    // accumulator r of tile (i, j): row g (+8 for r >= 2), column 2 t4 (+1 for odd r)
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NTL; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int m = bm0 + wm0 + i * 16 + g + (r >= 2 ? 8 : 0);
+                const int n = bn0 + wn0 + j * 8 + 2 * t4 + (r & 1);
+                if (m < M && n < N) gemm_store(C, bias, Z, aux, N, m, n, acc[i][j][r], epi, p);
+            }
+}
+
+// ---------------------------------------------------------------- TF32, cp.async pipeline
+// Same tiles and fragment reads as gemm_tc, but the global -> shared copies are cp.async
+// (16 bytes, zero-filled outside the matrix) into a STAGES-deep ring in dynamic shared memory:
+// STAGES-1 tiles are in flight while one is multiplied, and no register staging is needed.
+// The copies keep raw fp32, so fragments are rounded to TF32 (cvt.rna) after the smem read.
+// Needs the 16-byte path (VEC): the "_s_" entry points of these configs use gemm_tc with
+// BK = 8 (static shared memory stays under 48 KB).
+// Dynamic smem: STAGES * (SA + SB) * 4 bytes (cuda_gemm.py passes it at launch).
+template <int R_, int C_, int L_>
+struct GemmShape { static constexpr int r = R_, c = C_, l = L_; };
+
+template <int BM, int BN, int BK, int WM, int WN, int STAGES, bool TA, bool TB>
+__device__ __forceinline__ void gemm_tc_async(const float* __restrict__ A,
+                                              const float* __restrict__ B, float* C,
+                                              const float* bias, float* Z, const float* aux,
+                                              int M, int N, int K, int k_chunk, int epi,
+                                              float p) {
+    constexpr int NT = (BM / WM) * (BN / WN) * 32;
+    constexpr int MT = WM / 16, NTL = WN / 8;
+    constexpr int LA = TA ? BM + 8 : BK + 4;
+    constexpr int LB = TB ? BK + 4 : BN + 8;
+    constexpr int SA = TA ? BK * LA : BM * LA;
+    constexpr int SB = TB ? BN * LB : BK * LB;
+    extern __shared__ __align__(16) float gemm_smem[];
+    float* As = gemm_smem;
+    float* Bs = gemm_smem + STAGES * SA;
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;
+    const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN;
+    const int kb = blockIdx.z * k_chunk;
+    const int ke = K < kb + k_chunk ? K : kb + k_chunk;
+    if (gridDim.z > 1) C += (long long)blockIdx.z * M * N;
+
+    // one R x CC tile (rows [r0, rmax), cols [c0, cmax)) of g (leading dim ld) -> s [R][LDS]
+    auto issue = [&](const float* gm, int ld, int r0, int rmax, int c0, int cmax, float* s,
+                     auto rc) {
+        constexpr int R = decltype(rc)::r, CC = decltype(rc)::c, LDS = decltype(rc)::l;
+        constexpr int SLOTS = R * CC / 4;
+#pragma unroll
+        for (int q = 0; q < (SLOTS + NT - 1) / NT; ++q) {
+            const int f = tid + q * NT;
+            if (SLOTS % NT != 0 && f >= SLOTS) break;
+            const int r = f / (CC / 4), c = (f % (CC / 4)) * 4;
+            const bool in = r0 + r < rmax && c0 + c < cmax;
+            const float* src = in ? gm + (long long)(r0 + r) * ld + (c0 + c) : gm;
+            cp_async_16_zfill(s + r * LDS + c, src, in ? 16 : 0);
+        }
+    };
+    using ShA = GemmShape<TA ? BK : BM, TA ? BM : BK, LA>;
+    using ShB = GemmShape<TB ? BN : BK, TB ? BK : BN, LB>;
+    auto fetch = [&](int k0, int stage) {
+        if (TA) issue(A, M, k0, ke, bm0, M, As + stage * SA, ShA{});
+        else issue(A, K, bm0, M, k0, ke, As + stage * SA, ShA{});
+        if (TB) issue(B, K, bn0, N, k0, ke, Bs + stage * SB, ShB{});
+        else issue(B, N, k0, ke, bn0, N, Bs + stage * SB, ShB{});
+    };
+    auto sa = [&](const float* s, int m, int k) -> uint32_t {
+        return f32_to_tf32(TA ? s[k * LA + m] : s[m * LA + k]);
+    };
+    auto sb = [&](const float* s, int k, int n) -> uint32_t {
+        return f32_to_tf32(TB ? s[n * LB + k] : s[k * LB + n]);
+    };
+
+    float acc[MT][NTL][4];
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NTL; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[i][j][r] = 0.f;
+
+    const int ntiles = ke > kb ? (ke - kb + BK - 1) / BK : 0;
+    // prologue: STAGES-1 tiles in flight; a group is committed even when empty so that
+    // "wait until <= STAGES-2 groups pending" always means "tile t has landed"
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < ntiles) fetch(kb + s * BK, s);
+        cp_async_commit();
+    }
+    for (int t = 0; t < ntiles; ++t) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile t visible to all; every warp is done with tile t-1's stage
+        {
+            const int nt = t + STAGES - 1;
+            if (nt < ntiles) fetch(kb + nt * BK, nt % STAGES);
+            cp_async_commit();
+        }
+        const float* as = As + (t % STAGES) * SA;
+        const float* bs = Bs + (t % STAGES) * SB;
+#pragma unroll
+        for (int k8 = 0; k8 < BK; k8 += 8) {
+            uint32_t af[MT][4], bf[NTL][2];
+#pragma unroll
+            for (int i = 0; i < MT; ++i) {
+                const int m = wm0 + i * 16 + g;
+                af[i][0] = sa(as, m, k8 + t4);
+                af[i][1] = sa(as, m + 8, k8 + t4);
+                af[i][2] = sa(as, m, k8 + t4 + 4);
+                af[i][3] = sa(as, m + 8, k8 + t4 + 4);
+            }
+#pragma unroll
+            for (int j = 0; j < NTL; ++j) {
+                const int n = wn0 + j * 8 + g;
+                bf[j][0] = sb(bs, k8 + t4, n);
+                bf[j][1] = sb(bs, k8 + t4 + 4, n);
+            }
+#pragma unroll
+            for (int i = 0; i < MT; ++i)
+#pragma unroll
+                for (int j = 0; j < NTL; ++j)
+                    mma_m16n8k8_tf32(acc[i][j], af[i], bf[j], acc[i][j]);
+        }
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NTL; ++j)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int m = bm0 + wm0 + i * 16 + g + (r >= 2 ? 8 : 0);
+                const int n = bn0 + wn0 + j * 8 + 2 * t4 + (r & 1);
+                if (m < M && n < N) gemm_store(C, bias, Z, aux, N, m, n, acc[i][j][r], epi, p);
+            }
+}
+
+// ---------------------------------------------------------------- split-K reduction
+// C[m, n] = epilogue(sum_z W[z, m, n]); one thread per element, grid-stride.
+template <typename T>
+__device__ __forceinline__ void gemm_reduce(const T* W, T* C, const T* bias, T* Z,
+                                            const T* aux, int M, int N, int splits, int epi,
+                                            T p) {
+    const long long total = (long long)M * N;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        T s = T(0);
+        for (int z = 0; z < splits; ++z) s += W[z * total + e];
+        gemm_store(C, bias, Z, aux, N, (int)(e / N), (int)(e % N), s, epi, p);
+    }
+}
+
+extern "C" __global__ void gemm_splitk_reduce_f32(const float* W, float* C, const float* bias,
+                                                  float* Z, const float* aux, int M, int N,
+                                                  int splits, int epi, float p) {
+    gemm_reduce<float>(W, C, bias, Z, aux, M, N, splits, epi, p);
+}
+extern "C" __global__ void gemm_splitk_reduce_f64(const double* W, double* C,
+                                                  const double* bias, double* Z,
+                                                  const double* aux, int M, int N, int splits,
+                                                  int epi, double p) {
+    gemm_reduce<double>(W, C, bias, Z, aux, M, N, splits, epi, p);
+}
+
+// ---------------------------------------------------------------- entry points
+#define GEMM_PARAMS(T)                                                                       \
+    const T *A, const T *B, T *C, const T *bias, T *Z, const T *aux, int M, int N, int K,    \
+        int k_chunk, int epi, T p
+#define GEMM_ARGS A, B, C, bias, Z, aux, M, N, K, k_chunk, epi, p
+
+#define GEMM_SIMT_ONE(NAME, T, SUF, BM, BN, BK, WM, WN, TM, TN, TA, TB, VEC)                 \
+    extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)                 \
+        gemm_##NAME##SUF(GEMM_PARAMS(T)) {                                                   \
+        gemm_simt<T, BM, BN, BK, WM, WN, TM, TN, TA, TB, VEC>(GEMM_ARGS);                    \
+    }
+#define GEMM_SIMT_F32(NAME, BM, BN, BK, WM, WN, TM, TN)                                      \
+    GEMM_SIMT_ONE(NAME, float, _nn_v_f32, BM, BN, BK, WM, WN, TM, TN, false, false, true)    \
+    GEMM_SIMT_ONE(NAME, float, _tn_v_f32, BM, BN, BK, WM, WN, TM, TN, true, false, true)     \
+    GEMM_SIMT_ONE(NAME, float, _nt_v_f32, BM, BN, BK, WM, WN, TM, TN, false, true, true)     \
+    GEMM_SIMT_ONE(NAME, float, _tt_v_f32, BM, BN, BK, WM, WN, TM, TN, true, true, true)      \
+    GEMM_SIMT_ONE(NAME, float, _nn_s_f32, BM, BN, BK, WM, WN, TM, TN, false, false, false)   \
+    GEMM_SIMT_ONE(NAME, float, _tn_s_f32, BM, BN, BK, WM, WN, TM, TN, true, false, false)    \
+    GEMM_SIMT_ONE(NAME, float, _nt_s_f32, BM, BN, BK, WM, WN, TM, TN, false, true, false)    \
+    GEMM_SIMT_ONE(NAME, float, _tt_s_f32, BM, BN, BK, WM, WN, TM, TN, true, true, false)
+#define GEMM_SIMT_F64(NAME, BM, BN, BK, WM, WN, TM, TN)                                      \
+    GEMM_SIMT_ONE(NAME, double, _nn_s_f64, BM, BN, BK, WM, WN, TM, TN, false, false, false)  \
+    GEMM_SIMT_ONE(NAME, double, _tn_s_f64, BM, BN, BK, WM, WN, TM, TN, true, false, false)   \
+    GEMM_SIMT_ONE(NAME, double, _nt_s_f64, BM, BN, BK, WM, WN, TM, TN, false, true, false)   \
+    GEMM_SIMT_ONE(NAME, double, _tt_s_f64, BM, BN, BK, WM, WN, TM, TN, true, true, false)
+
+#define GEMM_TC_ONE(NAME, SUF, BM, BN, BK, WM, WN, TA, TB, VEC)                              \
+    extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)                 \
+        gemm_##NAME##SUF(GEMM_PARAMS(float)) {                                               \
+        gemm_tc<BM, BN, BK, WM, WN, TA, TB, VEC>(GEMM_ARGS);                                 \
+    }
+#define GEMM_TC(NAME, BM, BN, BK, WM, WN)                                                    \
+    GEMM_TC_ONE(NAME, _nn_v_f32, BM, BN, BK, WM, WN, false, false, true)                     \
+    GEMM_TC_ONE(NAME, _tn_v_f32, BM, BN, BK, WM, WN, true, false, true)                      \
+    GEMM_TC_ONE(NAME, _nt_v_f32, BM, BN, BK, WM, WN, false, true, true)                      \
+    GEMM_TC_ONE(NAME, _tt_v_f32, BM, BN, BK, WM, WN, true, true, true)                       \
+    GEMM_TC_ONE(NAME, _nn_s_f32, BM, BN, BK, WM, WN, false, false, false)                    \
+    GEMM_TC_ONE(NAME, _tn_s_f32, BM, BN, BK, WM, WN, true, false, false)                     \
+    GEMM_TC_ONE(NAME, _nt_s_f32, BM, BN, BK, WM, WN, false, true, false)                     \
+    GEMM_TC_ONE(NAME, _tt_s_f32, BM, BN, BK, WM, WN, true, true, false)
+
+#define GEMM_TCA_ONE(NAME, SUF, BM, BN, BK, WM, WN, ST, TA, TB)                              \
+    extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)                 \
+        gemm_##NAME##SUF(GEMM_PARAMS(float)) {                                               \
+        gemm_tc_async<BM, BN, BK, WM, WN, ST, TA, TB>(GEMM_ARGS);                            \
+    }
+#define GEMM_TCA(NAME, BM, BN, BK, WM, WN, ST)                                               \
+    GEMM_TCA_ONE(NAME, _nn_v_f32, BM, BN, BK, WM, WN, ST, false, false)                      \
+    GEMM_TCA_ONE(NAME, _tn_v_f32, BM, BN, BK, WM, WN, ST, true, false)                       \
+    GEMM_TCA_ONE(NAME, _nt_v_f32, BM, BN, BK, WM, WN, ST, false, true)                       \
+    GEMM_TCA_ONE(NAME, _tt_v_f32, BM, BN, BK, WM, WN, ST, true, true)                        \
+    GEMM_TC_ONE(NAME, _nn_s_f32, BM, BN, 8, WM, WN, false, false, false)                    \
+    GEMM_TC_ONE(NAME, _tn_s_f32, BM, BN, 8, WM, WN, true, false, false)                     \
+    GEMM_TC_ONE(NAME, _nt_s_f32, BM, BN, 8, WM, WN, false, true, false)                     \
+    GEMM_TC_ONE(NAME, _tt_s_f32, BM, BN, 8, WM, WN, true, true, false)
+
+// Configuration table; ids and names must match CONFIGS in mlpaccel/backends/cuda_gemm.py.
+//                       name         BM   BN  BK  WM  WN  TM TN   threads
+#if GEMM_WANT(0)
+GEMM_SIMT_F32(128x128x8, 128, 128, 8, 32, 64, 8, 8)     // 256
+#endif
+#if GEMM_WANT(1)
+GEMM_SIMT_F32(128x128x16, 128, 128, 16, 32, 64, 8, 8)   // 256
+#endif
+#if GEMM_WANT(2)
+GEMM_SIMT_F32(128x64x8, 128, 64, 8, 32, 64, 8, 8)       // 128
+#endif
+#if GEMM_WANT(3)
+GEMM_SIMT_F32(64x64x16, 64, 64, 16, 32, 32, 8, 4)       // 128
+#endif
+#if GEMM_WANT(4)
+GEMM_SIMT_F32(32x64x16, 32, 64, 16, 16, 32, 4, 4)       // 128
+#endif
+#if GEMM_WANT(5)
+GEMM_TC(tc128x128x16, 128, 128, 16, 64, 32)             // 256, warp tile 64x32
+#endif
+#if GEMM_WANT(6)
+GEMM_TC(tc64x64x16, 64, 64, 16, 32, 32)                 // 128, warp tile 32x32
+#endif
+#if GEMM_WANT(7)
+GEMM_SIMT_F64(64x64x8, 64, 64, 8, 32, 32, 8, 4)         // 128
+#endif
+#if GEMM_WANT(8)
+GEMM_SIMT_F32(128x256x8, 128, 256, 8, 32, 128, 8, 16)   // 256, 8x16 per thread
+#endif
+#if GEMM_WANT(9)
+GEMM_TC(tc128x128x16w4, 128, 128, 16, 64, 64)           // 128, warp tile 64x64
+#endif
+#if GEMM_WANT(10)
+GEMM_TCA(tc128x128x32s3, 128, 128, 32, 64, 32, 3)       // 256, cp.async 3 stages, 108 KB
+#endif
+#if GEMM_WANT(11)
+GEMM_TCA(tc128x128x16s4, 128, 128, 16, 64, 32, 4)       // 256, cp.async 4 stages, 76 KB
+#endif
+#if GEMM_WANT(12)
+GEMM_TCA(tc128x256x32s3, 128, 256, 32, 64, 64, 3)       // 256, warp tile 64x64, 3 stages
+#endif

@@ -1,0 +1,273 @@
+"""Our GEMM (kernels/gemm.cu via mlpaccel.backends.cuda_gemm) against float64 NumPy.
+
+Every configuration x every transpose form x both load paths (16-byte and scalar) runs on the
+CPU emulator at edge shapes (1, primes, sizes that are not multiples of any tile); epilogues and
+split-K on one config each. The same checks run at larger shapes on a real GPU (marker cuda).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mlpaccel.backends import cuda_gemm as cg
+
+FORMS = ("nn", "tn", "nt", "tt")
+# relative error bound ||C - ref|| / ||ref|| per precision (K <= a few hundred here)
+TOL = {"fp32": 1e-5, "tf32": 3e-3, "fp64": 1e-13}
+
+
+def _emu_driver():
+    try:
+        from mlpaccel.backends.cuda_emu import EmuDriver
+    except ImportError as exc:
+        pytest.skip(f"cuda-emu driver not available: {exc}")
+    try:
+        return EmuDriver()
+    except Exception as exc:  # noqa: BLE001 - no g++ etc.: skip with the reason
+        pytest.skip(f"cuda-emu driver cannot start: {exc}")
+
+
+def _cupy_driver():
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+        from mlpaccel.backends.cuda import CupyDriver
+
+        return CupyDriver()
+    except Exception as exc:  # noqa: BLE001 - any import/driver failure means no GPU here
+        pytest.skip(f"no usable CUDA device: {exc}")
+
+
+@pytest.fixture(scope="module")
+def emu():
+    return _emu_driver()
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    return _cupy_driver()
+
+
+def _operands(rng, M, N, K, form, dtype):
+    a = rng.standard_normal((K, M) if form[0] == "t" else (M, K)).astype(dtype)
+    b = rng.standard_normal((N, K) if form[1] == "t" else (K, N)).astype(dtype)
+    return a, b
+
+
+def _ref(a, b, form):
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return (a64.T if form[0] == "t" else a64) @ (b64.T if form[1] == "t" else b64)
+
+
+def _relerr(got, ref):
+    den = np.linalg.norm(ref)
+    return np.linalg.norm(got - ref) / (den if den > 0 else 1.0)
+
+
+def _run(driver, a, b, form, **kw):
+    xp = driver.xp
+    ad, bd = xp.asarray(a), xp.asarray(b)
+    M = a.shape[1] if form[0] == "t" else a.shape[0]
+    N = b.shape[0] if form[1] == "t" else b.shape[1]
+    out = xp.full((M, N), np.nan, dtype=a.dtype)  # poisoned: every element must be written
+    cg.matmul(driver, ad, bd, form[0] == "t", form[1] == "t", out=out, **kw)
+    driver.synchronize()
+    return np.asarray(out if xp is np else xp.asnumpy(out))
+
+
+def _shapes(cfg, big=False):
+    """Edge shapes for one config: 1s, primes, tile+1 and non-multiples of 4 (scalar loads)."""
+    bm, bn, bk = cfg.bm, cfg.bn, cfg.bk
+    if big:
+        return [(1, 1, 1), (257, 509, 131), (bm * 3 + 1, bn * 2 + 3, 1000), (1024, 768, 512)]
+    return [(1, 1, 1), (7, 13, 3), (bm + 1, bn + 3, 2 * bk + 5), (bm - 4, bn + 4, 3 * bk + 4)]
+
+
+def _check_config(driver, rng, cfg, forms, big=False):
+    dtype = np.float64 if cfg.precision == "fp64" else np.float32
+    for M, N, K in _shapes(cfg, big):
+        for form in forms:
+            a, b = _operands(rng, M, N, K, form, dtype)
+            got = _run(driver, a, b, form, precision=cfg.precision, config=cfg.name)
+            assert np.isfinite(got).all(), f"{cfg.name} {form} {M}x{N}x{K}: unwritten/NaN"
+            err = _relerr(got, _ref(a, b, form))
+            assert err < TOL[cfg.precision], f"{cfg.name} {form} {M}x{N}x{K}: rel err {err:.2e}"
+
+
+def _act_ref(name, z, alpha=0.01):
+    if name == "relu":
+        return np.maximum(z, 0)
+    if name == "leaky_relu":
+        return np.where(z > 0, z, alpha * z)
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-z))
+    if name == "tanh":
+        return np.tanh(z)
+    from scipy.special import erf
+
+    return 0.5 * z * (1 + erf(z / math.sqrt(2)))
+
+
+def _dact_ref(name, aux, alpha=0.01):
+    if name == "relu":
+        return (aux > 0).astype(aux.dtype)
+    if name == "leaky_relu":
+        return np.where(aux > 0, 1.0, alpha)
+    if name == "sigmoid":
+        return aux * (1 - aux)
+    if name == "tanh":
+        return 1 - aux * aux
+    from scipy.special import erf
+
+    return 0.5 * (1 + erf(aux / math.sqrt(2))) + aux * np.exp(-0.5 * aux * aux) / math.sqrt(
+        2 * math.pi)
+
+
+def _check_epilogues(driver, rng, dtype, shape=(37, 45, 29)):
+    xp = driver.xp
+    M, N, K = shape
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for act in cg.EPILOGUE_ACTIVATIONS:
+        a, b = _operands(rng, M, N, K, "nn", dtype)
+        bias = rng.standard_normal(N).astype(dtype)
+        zref = _ref(a, b, "nn") + bias
+        z_out = xp.full((M, N), np.nan, dtype=dtype)
+        got = _run(driver, a, b, "nn", bias=xp.asarray(bias), activation=act, z_out=z_out,
+                   alpha=0.2)
+        z = np.asarray(z_out if xp is np else xp.asnumpy(z_out))
+        assert _relerr(z, zref) < tol, act
+        assert _relerr(got, _act_ref(act, zref, 0.2)) < tol, act
+        # backward: delta = (g W^T) * f'(aux)
+        g, w = _operands(rng, M, K, N, "nt", dtype)
+        aux = rng.standard_normal((M, K)).astype(dtype)
+        if cg.GRAD_AUX[act] == "a":
+            aux = _act_ref(act, aux).astype(dtype)
+        got = _run(driver, g, w, "nt", grad_activation=act, grad_aux=xp.asarray(aux),
+                   alpha=0.2)
+        want = _ref(g, w, "nt") * _dact_ref(act, aux.astype(np.float64), 0.2)
+        assert _relerr(got, want) < tol, f"grad {act}"
+
+
+def _check_split_k(driver, rng, dtype, shapes):
+    xp = driver.xp
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for (M, N, K), form, split in shapes:
+        a, b = _operands(rng, M, N, K, form, dtype)
+        bias = rng.standard_normal(N).astype(dtype)
+        got = _run(driver, a, b, form, bias=xp.asarray(bias), activation="relu", split_k=split)
+        want = np.maximum(_ref(a, b, form) + bias, 0)
+        assert _relerr(got, want) < tol, f"split {split} {form} {M}x{N}x{K}"
+
+
+# ---------------------------------------------------------------- pure-Python logic (no driver)
+def test_configs_cover_every_precision():
+    names = [c.name for c in cg.configs()]
+    assert len(names) == len(set(names))
+    assert {c.precision for c in cg.configs()} == set(cg.PRECISIONS)
+    assert sorted(c.cfg_id for c in cg.configs()) == list(range(len(names)))
+
+
+def test_heuristic_and_table_keys():
+    cfg, split = cg.heuristic(4096, 4096, 4096, "fp32")
+    assert cfg.name == "128x128x8" and split == 1
+    cfg, split = cg.heuristic(784, 256, 8192, "fp32")  # x^T delta at batch 8192: few blocks
+    assert split > 1
+    cfg, _ = cg.heuristic(16, 256, 784, "fp32")  # a 128-row tile would be 7/8 idle
+    assert cfg.bm <= 64
+    c = cg.config_by_name("128x128x8")  # the model charges the split-K reduction
+    assert cg.estimate(c, 16, 4096, 4096, 4096) > cg.estimate(c, 1, 4096, 4096, 4096)
+    assert cg.table_key("fp32", "tn", 784, 256, 64) == "fp32:tn:1024x256x64"
+
+
+def test_tuning_table_round_trip(tmp_path, monkeypatch):
+    class _D:
+        def info(self):
+            return {"device": "Test GPU 1"}
+
+    monkeypatch.setattr(cg, "TUNING_DIR", tmp_path / "pkg")
+    monkeypatch.setenv("MLPACCEL_CACHE", str(tmp_path / "cache"))
+    cg._tables.clear()
+    d = _D()
+    key = cg.table_key("fp32", "tn", 784, 256, 8192)
+    assert cg.select(d, 784, 256, 8192, "tn") == cg.heuristic(784, 256, 8192, "fp32")
+    p = cg.save_table(d, {key: {"config": "64x64x16", "split_k": 3}})
+    assert p == tmp_path / "pkg" / "test_gpu_1.json"
+    # a shape in the same power-of-two buckets reuses the entry; another form does not
+    assert cg.select(d, 700, 200, 5000, "tn") == (cg.config_by_name("64x64x16"), 3)
+    assert cg.select(d, 700, 200, 5000, "nn") == cg.heuristic(700, 200, 5000, "fp32")
+    p.write_text("{not json")  # a damaged table falls back to the heuristic
+    cg._tables.clear()
+    assert cg.select(d, 784, 256, 8192, "tn") == cg.heuristic(784, 256, 8192, "fp32")
+    cg._tables.clear()
+
+
+def test_matmul_rejects_bad_arguments():
+    class _D:  # a driver that must never be reached
+        xp = np
+
+        def launch(self, *a, **k):  # pragma: no cover - reaching it is the failure
+            raise AssertionError("launched")
+
+    d = _D()
+    a = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match="inner dimensions"):
+        cg.matmul(d, a, np.zeros((5, 2), np.float32))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        cg.matmul(d, a, np.zeros((4, 2), np.float64))
+    with pytest.raises(ValueError, match="tf32"):
+        cg.matmul(d, a.astype(np.float64), np.zeros((4, 2)), precision="tf32")
+    with pytest.raises(ValueError, match="no GEMM epilogue"):
+        cg.matmul(d, a, np.zeros((4, 2), np.float32), activation="softmax")
+    with pytest.raises(ValueError, match="grad_aux"):
+        cg.matmul(d, a, np.zeros((4, 2), np.float32), grad_activation="relu")
+    with pytest.raises(ValueError, match="C-contiguous"):
+        cg.matmul(d, np.zeros((4, 3), np.float32).T, np.zeros((4, 2), np.float32))
+
+
+# ---------------------------------------------------------------- emulator
+@pytest.mark.emu
+@pytest.mark.parametrize("cfg", cg.configs(), ids=lambda c: c.name)
+def test_every_config_and_form_emu(emu, rng, cfg):
+    _check_config(emu, rng, cfg, FORMS)
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_epilogues_emu(emu, rng, dtype):
+    _check_epilogues(emu, rng, dtype)
+
+
+@pytest.mark.emu
+def test_split_k_emu(emu, rng):
+    _check_split_k(emu, rng, np.float32, [((33, 70, 300), "tn", 3), ((5, 9, 64), "nt", 2)])
+    _check_split_k(emu, rng, np.float64, [((17, 19, 100), "nn", 4)])
+    # K = 0: an empty sum, so C = relu(bias) in every row (split request ignored)
+    bias = rng.standard_normal(5).astype(np.float32)
+    got = _run(emu, np.zeros((3, 0), np.float32), np.zeros((0, 5), np.float32), "nn",
+               bias=bias, activation="relu", split_k=4)
+    np.testing.assert_array_equal(got, np.broadcast_to(np.maximum(bias, 0), (3, 5)))
+
+
+# ---------------------------------------------------------------- real GPU
+@pytest.mark.cuda
+@pytest.mark.parametrize("cfg", cg.configs(), ids=lambda c: c.name)
+def test_every_config_and_form_cuda(gpu, rng, cfg):
+    _check_config(gpu, rng, cfg, FORMS, big=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_epilogues_cuda(gpu, rng, dtype):
+    _check_epilogues(gpu, rng, dtype, shape=(300, 257, 513))
+
+
+@pytest.mark.cuda
+def test_split_k_and_default_choice_cuda(gpu, rng):
+    _check_split_k(gpu, rng, np.float32, [((784, 256, 8192), "tn", 8), ((64, 784, 256), "nt", 2)])
+    a, b = _operands(rng, 784, 256, 8192, "tn", np.float32)  # default config + split choice
+    assert _relerr(_run(gpu, a, b, "tn"), _ref(a, b, "tn")) < 1e-5
