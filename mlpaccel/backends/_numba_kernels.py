@@ -1,0 +1,596 @@
+"""The numba backend's kernels: our own parallel GEMM, fused layer ops, losses and updates.
+
+Imported only when the numba backend is constructed (it imports numba at the top).
+
+GEMM (BLIS-style, float32 and float64)
+--------------------------------------
+``C = op(A) @ op(B)`` is cut into MR x NR tiles of C (MR = 6 rows, NR = 4 vectors = 64 float32
+/ 32 float64 columns) and K blocks of at most KC. The micro-kernel ``_micro_tile`` keeps one
+tile in 24 vector registers (zmm on AVX-512) and per k does 4 vector loads of B, 6 broadcasts
+of A and 24 FMAs. It is a numba ``@intrinsic`` emitting LLVM vector IR (``<16 x float>``,
+``llvm.fma``): LLVM does not reliably turn plain Python loops into a register-blocked kernel
+(the accumulators stay in memory and it runs ~10x slower).
+
+The micro-kernel reads A through (row, column) strides, so A and A^T are both read in place
+with no copy; a row of B must hold the tile's NR columns contiguously, so B is read in place
+and B^T is packed once into [panel][k][NR] buffers (packing *is* the transposition). Partial
+edge panels are packed with zero padding into small per-task buffers. Tiles are grouped into
+(row block, column block) tasks run with ``prange``: one parallel region per call (two for
+B^T). The last K block's write-back applies the fused epilogue ``z = acc + bias``,
+``a = f(z)`` while the tile is in cache.
+
+fastmath: only ``contract`` (FMA) is enabled anywhere, never ``nnan``/``ninf``, so the stable
+activations and losses keep their inf/NaN behaviour.
+"""
+
+from __future__ import annotations
+
+import math
+import types as _pytypes
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+#: micro-tile: MR rows x NV vectors (NR = NV * lanes columns)
+MR = 6
+NV = 4
+KC = 1024  # K block: a B micro-panel (<= 256 KB) stays in L2 while A panels stream past
+# (measured, 1 thread: KC 256 / 512 / 1024 -> 88 / 101 / 108 GFLOP/s at 256x784x256)
+MC_PANELS = 16  # at most 96 rows of A per task (A block 96 KB: L2)
+NC_PANELS = 8  # at most 512 float32 columns per task
+
+FM = {"contract"}  # fastmath flags that cannot change inf/NaN results
+_OPTS = dict(cache=True, nogil=True)
+
+# activation codes (order of mlpaccel.activations; softmax is row-wise and handled apart)
+STEP, LINEAR, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS, GELU, SOFTMAX = range(10)
+CODES = {"step": STEP, "linear": LINEAR, "sigmoid": SIGMOID, "tanh": TANH, "relu": RELU,
+         "leaky_relu": LEAKY_RELU, "elu": ELU, "softplus": SOFTPLUS, "gelu": GELU,
+         "softmax": SOFTMAX}
+SQRT_HALF = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+# ----------------------------------------------------------------------------- micro-kernel
+@intrinsic
+def _micro_tile(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, tile):
+    """tile[i*NR + j] = sum_k ap[ao + i*rsa + k*csa] * bp[bo + k*rsb + j], i < MR, j < NR.
+
+    A is read with any strides (a packed panel, a row-major A, or A^T in place); each row k
+    of B must hold NR contiguous elements (B in place, or a packed panel)."""
+    i = types.intp
+    sig = types.void(ap, i, i, i, bp, i, i, i, tile)
+
+    def codegen(context, builder, signature, args):
+        apv, aov, rsav, csav, bpv, bov, rsbv, kcv, tv = args
+        ap_t, bp_t, t_t = signature.args[0], signature.args[4], signature.args[8]
+        is32 = signature.args[0].dtype == types.float32
+        lanes = 16 if is32 else 8
+        nr = NV * lanes
+        fty = context.get_value_type(signature.args[0].dtype)
+        vty = ir.VectorType(fty, lanes)
+        vptr = vty.as_pointer()
+        intp = context.get_value_type(types.intp)
+        a_ptr = context.make_array(ap_t)(context, builder, apv).data
+        b_ptr = context.make_array(bp_t)(context, builder, bpv).data
+        t_ptr = context.make_array(t_t)(context, builder, tv).data
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+            f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
+        # allocas in the entry block: SROA/mem2reg turns them into registers
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(vty, None))
+                for _ in range(MR * NV)]
+        undef = ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        zero32 = ir.Constant(ir.IntType(32), 0)
+        with cgutils.for_range(builder, kcv) as loop:
+            k = loop.index
+            pb = builder.add(bov, builder.mul(k, rsbv))
+            pa = builder.add(aov, builder.mul(k, csav))
+            bvs = []
+            for v in range(NV):
+                p = builder.gep(b_ptr, [builder.add(pb, ir.Constant(intp, v * lanes))])
+                bvs.append(builder.load(builder.bitcast(p, vptr), align=4))
+            for i in range(MR):
+                ai = builder.add(pa, builder.mul(ir.Constant(intp, i), rsav))
+                a = builder.load(builder.gep(a_ptr, [ai]))
+                av = builder.shuffle_vector(builder.insert_element(undef, a, zero32), undef,
+                                            splat)
+                for v in range(NV):
+                    acc = accs[i * NV + v]
+                    builder.store(builder.call(fma, [av, bvs[v], builder.load(acc)]), acc)
+        for i in range(MR):
+            for v in range(NV):
+                p = builder.gep(t_ptr, [ir.Constant(intp, i * nr + v * lanes)])
+                builder.store(builder.load(accs[i * NV + v]), builder.bitcast(p, vptr), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# ----------------------------------------------------------------------------- scalar math
+@njit(inline="always", **_OPTS)
+def _sigmoid(v, one):
+    e = math.exp(-abs(v))  # e^-|z| never overflows
+    return one / (one + e) if v >= 0 else e / (one + e)
+
+
+@njit(inline="always", **_OPTS)
+def _act(code, v, alpha, one):
+    """f(v) for an activation code (not softmax). Written to be stable for |v| up to 1e4."""
+    zero = one - one
+    if code == RELU:
+        return v if v > zero else zero
+    if code == LINEAR:
+        return v
+    if code == LEAKY_RELU:
+        return v if v > zero else alpha * v
+    if code == SIGMOID:
+        return _sigmoid(v, one)
+    if code == TANH:
+        return math.tanh(v)
+    if code == ELU:
+        return v if v > zero else alpha * math.expm1(min(v, zero))
+    if code == SOFTPLUS:
+        return max(v, zero) + math.log1p(math.exp(-abs(v)))
+    if code == GELU:
+        return one / (one + one) * v * (one + math.erf(v * SQRT_HALF))
+    if code == STEP:
+        return one if v > zero else zero
+    return v
+
+
+@njit(inline="always", **_OPTS)
+def _dact(code, z, a, g, alpha, one):
+    """g * f'(z), with f' in terms of z or a = f(z) (see mlpaccel.activations)."""
+    zero = one - one
+    if code == RELU:
+        return g if z > zero else zero
+    if code == LINEAR:
+        return g
+    if code == LEAKY_RELU:
+        return g if z > zero else alpha * g
+    if code == SIGMOID:
+        return g * a * (one - a)
+    if code == TANH:
+        return g * (one - a * a)
+    if code == ELU:
+        return g if z > zero else g * (a + alpha)
+    if code == SOFTPLUS:
+        return g * _sigmoid(z, one)
+    if code == GELU:
+        cdf = one / (one + one) * (one + math.erf(z * SQRT_HALF))
+        pdf = INV_SQRT_2PI * math.exp(-(one / (one + one)) * z * z)
+        return g * (cdf + z * pdf)
+    return zero  # step
+
+
+# ----------------------------------------------------------------------------- GEMM
+@njit(**_OPTS)
+def _pack_a(A, ta, Ap, i0, pc, kc, M):
+    """Rows i0..i0+MR of op(A) (the last, partial panel), columns pc..pc+kc ->
+    Ap[k*MR + i], zero padded. Full panels are read in place by the micro-kernel."""
+    mr = min(MR, M - i0)
+    for k in range(kc):
+        for i in range(MR):
+            if i < mr:
+                Ap[k * MR + i] = A[pc + k, i0 + i] if ta else A[i0 + i, pc + k]
+            else:
+                Ap[k * MR + i] = 0
+
+
+@njit(**_OPTS)
+def _pack_b(B, tb, Bp, base, j0, pc, kc, N, NR):
+    """Columns j0..j0+NR of op(B), rows pc..pc+kc -> Bp[base + k*NR + j] (zero padded).
+    Used for B^T (whose columns are strided) and for the last, partial column panel."""
+    nr = min(NR, N - j0)
+    if tb:  # B is (N, K): walk each of its rows contiguously
+        for j in range(nr):
+            for k in range(kc):
+                Bp[base + k * NR + j] = B[j0 + j, pc + k]
+    else:
+        for k in range(kc):
+            for j in range(nr):
+                Bp[base + k * NR + j] = B[pc + k, j0 + j]
+    if nr < NR:
+        for k in range(kc):
+            for j in range(nr, NR):
+                Bp[base + k * NR + j] = 0
+
+
+@njit(**_OPTS)
+def _task_split(nap, nbp, nthreads):
+    """Panels per task (rows, cols): at most MC/NC, small enough for ~4 tasks per thread."""
+    mcp = min(MC_PANELS, nap)
+    ncp = min(NC_PANELS, nbp)
+    while ((nap + mcp - 1) // mcp) * ((nbp + ncp - 1) // ncp) < 4 * nthreads:
+        if ncp > 1 and 2 * ncp >= mcp:
+            ncp = (ncp + 1) // 2
+        elif mcp > 1:
+            mcp = (mcp + 1) // 2
+        else:
+            break
+    return mcp, ncp
+
+
+@njit(parallel=True, **_OPTS)
+def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
+    """C = op(A) @ op(B) (+ bias); when ``code`` is not LINEAR also Aout = f(C).
+
+    A (M, K) or (K, M) if ta; B (K, N) or (N, K) if tb; C, Aout (M, N); bias (N,);
+    ``alpha`` (activation parameter) and ``one`` are scalars of C's dtype; ``nthreads`` sizes
+    the task split (passed in: reading it inside would stop numba from caching this).
+
+    Full MR-row panels of op(A) and NR-column panels of B are read in place (A and A^T only
+    differ in the strides handed to the micro-kernel); B^T is packed once up front (its
+    columns are strided), and each task packs its partial edge panels into small buffers.
+    One parallel region computes everything (two for B^T): few fork/joins per call."""
+    if ta:
+        K, M = A.shape
+    else:
+        M, K = A.shape
+    N = C.shape[1]
+    NR = NV * (16 if C.itemsize == 4 else 8)
+    Af = A.reshape(A.size)
+    Bf = B.reshape(B.size)
+    nap = (M + MR - 1) // MR
+    nbp = (N + NR - 1) // NR
+    nkb = max(1, (K + KC - 1) // KC)
+    kcmax = (K + nkb - 1) // nkb  # equal K blocks (1100 -> 2 x 550, not 1024 + 76)
+    if ta:  # element (i, k) of op(A) at i*rsa + k*csa
+        rsa, csa = 1, M
+    else:
+        rsa, csa = K, 1
+    # B^T: pack every panel over the whole K once ([panel][k][NR]), in parallel
+    Bp = np.empty(nbp * K * NR if tb else 1, dtype=C.dtype)
+    if tb:
+        for jp in prange(nbp):
+            _pack_b(B, True, Bp, jp * K * NR, jp * NR, 0, K, N, NR)
+    mcp, ncp = _task_split(nap, nbp, nthreads)
+    nmb = (nap + mcp - 1) // mcp
+    nnb = (nbp + ncp - 1) // ncp
+    for t in prange(nmb * nnb):
+        ib = t // nnb
+        jb = t % nnb
+        tile = np.empty(MR * NR, dtype=C.dtype)
+        Ae = np.empty(MR * kcmax, dtype=C.dtype)
+        Be = np.empty(NR * kcmax, dtype=C.dtype)
+        ip_lo, ip_hi = ib * mcp, min(nap, (ib + 1) * mcp)
+        jp_lo, jp_hi = jb * ncp, min(nbp, (jb + 1) * ncp)
+        for kb in range(nkb):
+            pc = kb * kcmax
+            kc = min(kcmax, K - pc)
+            if ip_hi == nap and M % MR:
+                _pack_a(A, ta, Ae, (nap - 1) * MR, pc, kc, M)
+            for jp in range(jp_lo, jp_hi):
+                j0 = jp * NR
+                nr = min(NR, N - j0)
+                if tb:
+                    bsrc, bo, rsb = Bp, jp * K * NR + pc * NR, NR
+                elif nr < NR:
+                    _pack_b(B, False, Be, 0, j0, pc, kc, N, NR)
+                    bsrc, bo, rsb = Be, 0, NR
+                else:
+                    bsrc, bo, rsb = Bf, pc * N + j0, N
+                for ip in range(ip_lo, ip_hi):
+                    i0 = ip * MR
+                    mr = min(MR, M - i0)
+                    if mr < MR:
+                        _micro_tile(Ae, 0, 1, MR, bsrc, bo, rsb, kc, tile)
+                    else:
+                        _micro_tile(Af, i0 * rsa + pc * csa, rsa, csa, bsrc, bo, rsb, kc,
+                                    tile)
+                    _write_tile(C, tile, i0, j0, mr, nr, NR, kb == 0, kb == nkb - 1, bias,
+                                has_bias, code, alpha, Aout, one)
+    if K == 0:  # empty sum: C = bias (or 0), still through the epilogue
+        z = np.zeros(MR * NR, dtype=C.dtype)
+        for i0 in range(0, M, MR):
+            for j0 in range(0, N, NR):
+                _write_tile(C, z, i0, j0, min(MR, M - i0), min(NR, N - j0), NR, True, True,
+                            bias, has_bias, code, alpha, Aout, one)
+    return C
+
+
+@njit(inline="always", **_OPTS)
+def _write_tile(C, tile, i0, j0, mr, nr, NR, first, last, bias, has_bias, code, alpha, Aout,
+                one):
+    for i in range(mr):
+        r = i * NR
+        if not first:
+            for j in range(nr):
+                tile[r + j] += C[i0 + i, j0 + j]
+        if last:
+            if has_bias:
+                for j in range(nr):
+                    tile[r + j] += bias[j0 + j]
+            if code != LINEAR:
+                for j in range(nr):
+                    Aout[i0 + i, j0 + j] = _act(code, tile[r + j], alpha, one)
+        for j in range(nr):
+            C[i0 + i, j0 + j] = tile[r + j]
+
+
+# ----------------------------------------------------------------------------- elementwise
+# Flat kernels take 1-D contiguous arrays (the backend passes reshape(-1) views).
+@njit(parallel=True, **_OPTS)
+def act_flat(code, z, out, alpha, one):
+    """out = f(z) elementwise (every activation but softmax)."""
+    for i in prange(z.size):
+        out[i] = _act(code, z[i], alpha, one)
+
+
+@njit(parallel=True, **_OPTS)
+def dact_flat(code, z, a, g, out, alpha, one):
+    """out = g * f'(z) elementwise (every activation but softmax)."""
+    for i in prange(g.size):
+        out[i] = _dact(code, z[i], a[i], g[i], alpha, one)
+
+
+@njit(parallel=True, **_OPTS)
+def softmax_rows(z, out):
+    """out_i = e^(z_i - max z_i) / sum e^(z_i - max z_i), row by row."""
+    for r in prange(z.shape[0]):
+        mx = z[r, 0]
+        for j in range(1, z.shape[1]):
+            mx = max(mx, z[r, j])
+        s = 0.0
+        for j in range(z.shape[1]):
+            e = math.exp(z[r, j] - mx)
+            out[r, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(z.shape[1]):
+            out[r, j] = out[r, j] * inv
+
+
+@njit(parallel=True, **_OPTS)
+def softmax_grad_rows(a, g, out):
+    """out_i = a_i * (g_i - sum_j g_j a_j), row by row (the softmax Jacobian-vector product)."""
+    for r in prange(a.shape[0]):
+        s = 0.0
+        for j in range(a.shape[1]):
+            s += g[r, j] * a[r, j]
+        for j in range(a.shape[1]):
+            out[r, j] = a[r, j] * (g[r, j] - s)
+
+
+@njit(parallel=True, **_OPTS)
+def bias_add(z, b, out):
+    """out = z + b (b broadcast over rows); out may be z."""
+    for r in prange(z.shape[0]):
+        for j in range(z.shape[1]):
+            out[r, j] = z[r, j] + b[j]
+
+
+@njit(parallel=True, fastmath=FM, **_OPTS)
+def sum_rows(x, out):
+    """out_j = sum_i x_ij, accumulated in float64 over column blocks (one block per task)."""
+    m, n = x.shape
+    nblk = (n + 63) // 64
+    for t in prange(nblk):
+        j0 = t * 64
+        j1 = min(n, j0 + 64)
+        acc = np.zeros(64)
+        for i in range(m):
+            for j in range(j0, j1):
+                acc[j - j0] += x[i, j]
+        for j in range(j0, j1):
+            out[j] = acc[j - j0]
+
+
+@njit(parallel=True, fastmath=FM, **_OPTS)
+def axpy(alpha, x, y):
+    """y += alpha * x over flat buffers."""
+    for i in prange(y.size):
+        y[i] += alpha * x[i]
+
+
+@njit(parallel=True, **_OPTS)
+def scale(alpha, x):
+    """x *= alpha over a flat buffer."""
+    for i in prange(x.size):
+        x[i] *= alpha
+
+
+@njit(parallel=True, **_OPTS)
+def take_rows(x, idx, out):
+    """out[r] = x[idx[r]] (mini-batch gather)."""
+    n = x.shape[1]
+    for r in prange(idx.size):
+        src = idx[r]
+        for j in range(n):
+            out[r, j] = x[src, j]
+
+
+# ----------------------------------------------------------------------------- fused backward
+@njit(parallel=True, fastmath=FM, **_OPTS)
+def delta_and_bias_grad(code, z, a, g, delta, gb, has_bias, alpha, one):
+    """delta = g * f'(z) and gb_j = sum_i delta_ij in one pass over column blocks."""
+    m, n = g.shape
+    nblk = (n + 63) // 64
+    for t in prange(nblk):
+        j0 = t * 64
+        j1 = min(n, j0 + 64)
+        acc = np.zeros(64)
+        for i in range(m):
+            for j in range(j0, j1):
+                d = _dact(code, z[i, j], a[i, j], g[i, j], alpha, one)
+                delta[i, j] = d
+                acc[j - j0] += d
+        if has_bias:
+            for j in range(j0, j1):
+                gb[j] = acc[j - j0]
+
+
+# ----------------------------------------------------------------------------- losses
+@njit(parallel=True, **_OPTS)
+def softmax_xent_ids(z, labels, grad):
+    """Fused softmax + cross-entropy with integer labels: returns the batch-mean loss and
+    writes grad = (softmax(z) - onehot) / M, one pass per row (log-sum-exp after the max)."""
+    m, c = z.shape
+    total = 0.0
+    inv_m = 1.0 / m
+    for r in prange(m):
+        mx = z[r, 0]
+        for j in range(1, c):
+            mx = max(mx, z[r, j])
+        s = 0.0
+        for j in range(c):
+            e = math.exp(z[r, j] - mx)
+            grad[r, j] = e
+            s += e
+        y = labels[r]
+        total += mx + math.log(s) - z[r, y]
+        k = inv_m / s
+        for j in range(c):
+            grad[r, j] = grad[r, j] * k
+        grad[r, y] -= inv_m
+    return total * inv_m
+
+
+@njit(parallel=True, **_OPTS)
+def softmax_xent_probs(z, y, grad):
+    """As softmax_xent_ids with one-hot / probability rows y (M, C)."""
+    m, c = z.shape
+    total = 0.0
+    inv_m = 1.0 / m
+    for r in prange(m):
+        mx = z[r, 0]
+        for j in range(1, c):
+            mx = max(mx, z[r, j])
+        s = 0.0
+        ysum = 0.0
+        yz = 0.0
+        for j in range(c):
+            e = math.exp(z[r, j] - mx)
+            grad[r, j] = e
+            s += e
+            ysum += y[r, j]
+            yz += y[r, j] * z[r, j]
+        total += (mx + math.log(s)) * ysum - yz
+        k = inv_m / s
+        for j in range(c):
+            grad[r, j] = grad[r, j] * k - y[r, j] * inv_m
+    return total * inv_m
+
+
+@njit(parallel=True, **_OPTS)
+def mse(o, t, grad):
+    """Returns mean_i 1/2 sum_j (o - t)^2; grad = (o - t) / M."""
+    m, n = o.shape
+    total = 0.0
+    inv_m = 1.0 / m
+    for r in prange(m):
+        for j in range(n):
+            d = o[r, j] - t[r, j]
+            total += 0.5 * d * d
+            grad[r, j] = d * inv_m
+    return total * inv_m
+
+
+@njit(parallel=True, **_OPTS)
+def bce(o, t, grad, eps):
+    """Binary cross-entropy (mean over all elements) with o clipped to [eps, 1 - eps]."""
+    m, n = o.shape
+    total = 0.0
+    inv = 1.0 / (m * n)
+    for r in prange(m):
+        for j in range(n):
+            oc = min(max(o[r, j], eps), 1.0 - eps)
+            tt = t[r, j]
+            total -= tt * math.log(oc) + (1.0 - tt) * math.log1p(-oc)
+            grad[r, j] = (oc - tt) / (oc * (1.0 - oc)) * inv
+    return total * inv
+
+
+# ----------------------------------------------------------------------------- optimizers
+# One parallel loop over the flat buffers per call; scalars arrive in the buffers' dtype.
+@njit(parallel=True, fastmath=FM, **_OPTS)
+def sgd(p, g, lr, wd):
+    for i in prange(p.size):
+        p[i] -= lr * (g[i] + wd * p[i])
+
+
+@njit(parallel=True, fastmath=FM, **_OPTS)
+def momentum(p, g, buf, lr, mom, wd, nesterov):
+    for i in prange(p.size):
+        gi = g[i] + wd * p[i]
+        b = mom * buf[i] + gi
+        buf[i] = b
+        p[i] -= lr * (gi + mom * b if nesterov else b)
+
+
+@njit(parallel=True, fastmath=FM, **_OPTS)
+def adagrad(p, g, sum_sq, lr, eps, wd):
+    for i in prange(p.size):
+        gi = g[i] + wd * p[i]
+        s = sum_sq[i] + gi * gi
+        sum_sq[i] = s
+        p[i] -= lr * gi / (math.sqrt(s) + eps)
+
+
+@njit(parallel=True, fastmath=FM, **_OPTS)
+def adadelta(p, g, sq, acc, lr, rho, eps, wd, one):
+    for i in prange(p.size):
+        gi = g[i] + wd * p[i]
+        s = rho * sq[i] + (one - rho) * gi * gi
+        sq[i] = s
+        d = math.sqrt(acc[i] + eps) / math.sqrt(s + eps) * gi
+        acc[i] = rho * acc[i] + (one - rho) * d * d
+        p[i] -= lr * d
+
+
+@njit(parallel=True, fastmath=FM, **_OPTS)
+def rmsprop(p, g, sq, lr, rho, eps, wd, one):
+    for i in prange(p.size):
+        gi = g[i] + wd * p[i]
+        s = rho * sq[i] + (one - rho) * gi * gi
+        sq[i] = s
+        p[i] -= lr * gi / (math.sqrt(s) + eps)
+
+
+@njit(parallel=True, fastmath=FM, **_OPTS)
+def adam(p, g, m, v, lr, b1, b2, bc1, bc2, eps, wd, decoupled, one):
+    """bc1 = 1 - b1^step, bc2 = 1 - b2^step (computed by the caller)."""
+    for i in prange(p.size):
+        pi = p[i]
+        if decoupled:
+            pi = pi * (one - lr * wd)
+            gi = g[i]
+        else:
+            gi = g[i] + wd * pi
+        mi = b1 * m[i] + (one - b1) * gi
+        vi = b2 * v[i] + (one - b2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - lr * (mi / bc1) / (math.sqrt(vi / bc2) + eps)
+
+
+# ----------------------------------------------------------------------------- serial twins
+# A parallel region costs a fork/join (microseconds when the cores are idle, far more on a
+# busy machine). Below these sizes the backend calls a serial twin of the same kernel (the
+# same source compiled without parallel=True; prange then runs as range).
+SERIAL_ELEMENTS = 1 << 15  # elementwise / row kernels: fewer elements than this run serially
+SERIAL_MACS = 1 << 20  # GEMM: fewer multiply-adds (M*N*K) than this run serially
+
+PARALLEL_KERNELS = ("gemm", "act_flat", "dact_flat", "softmax_rows", "softmax_grad_rows",
+                    "bias_add", "sum_rows", "axpy", "scale", "take_rows",
+                    "delta_and_bias_grad", "softmax_xent_ids", "softmax_xent_probs", "mse",
+                    "bce", "sgd", "momentum", "adagrad", "adadelta", "rmsprop", "adam")
+
+
+def _serial_twin(dispatcher):
+    py = dispatcher.py_func
+    fn = _pytypes.FunctionType(py.__code__, py.__globals__, py.__name__ + "_serial",
+                               py.__defaults__, py.__closure__)
+    fn.__qualname__ = py.__qualname__ + "_serial"  # its own on-disk cache entry
+    fn.__doc__ = py.__doc__
+    flags = {k: v for k, v in dispatcher.targetoptions.items()
+             if k not in ("parallel", "nopython")}
+    return njit(cache=True, **flags)(fn)
+
+
+SERIAL = {name: _serial_twin(globals()[name]) for name in PARALLEL_KERNELS}
