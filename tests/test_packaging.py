@@ -37,8 +37,8 @@ def _build_backend_missing() -> str | None:
         import wheel  # noqa: F401  (setuptools < 70.1 needs it for bdist_wheel)
     except ImportError as exc:
         return f"{exc.name} is not installed"
-    if int(setuptools.__version__.split(".")[0]) < 68:
-        return f"setuptools {setuptools.__version__} < 68 (pyproject's build requirement)"
+    if int(setuptools.__version__.split(".")[0]) < 77:
+        return f"setuptools {setuptools.__version__} < 77 (pyproject's build requirement)"
     return None
 
 

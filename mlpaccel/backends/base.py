@@ -87,6 +87,7 @@ class Backend(abc.ABC):
 
     def synchronize(self) -> None:
         """Block until all queued work has finished (a no-op on synchronous CPU backends)."""
+        return None
 
     def __repr__(self) -> str:
         return f"<mlpaccel backend {self.name!r}>"

@@ -23,7 +23,8 @@ Kernel ABI shared by both drivers (every ``kernels/*.cu`` follows it):
 from __future__ import annotations
 
 import abc
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 Dim3 = tuple[int, int, int]
 

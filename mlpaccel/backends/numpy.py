@@ -24,7 +24,8 @@ def _write(out, value):
 
 class NumpyBackend(Backend):
     name = "numpy"
-    rung = "SIMD: one instruction works on 8-16 numbers at once, and BLAS blocks the matmul for the caches."
+    rung = ("SIMD: one instruction works on 8-16 numbers at once, and BLAS blocks the matmul "
+            "for the caches.")
 
     def info(self) -> dict:
         info = {"backend": self.name, "device": "cpu", "numpy": np.__version__,
