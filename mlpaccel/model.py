@@ -123,6 +123,30 @@ class MLP:
         self._steps_opt = None  # the optimizer those steps update
         self._snapshot = None
 
+    # ------------------------------------------------------------------ pickling
+    #: device-side state that pickling drops and unpickling rebuilds (see __getstate__)
+    _DEVICE_STATE = ("backend", "_params", "_grads", "_views", "_gviews", "_steps",
+                     "_steps_opt", "_snapshot", "_snap_turn", "optimizer")
+
+    def __getstate__(self) -> dict:
+        """Pickle/deepcopy support (joblib, scikit-learn's clone of fitted wrappers): keeps the
+        architecture, history and a host copy of the weights, plus the backend's name. Device
+        buffers and compiled steps are rebuilt on unpickling; the optimizer restarts (its state
+        lives on the device), as after ``MLP.load``."""
+        state = {k: v for k, v in self.__dict__.items() if k not in self._DEVICE_STATE}
+        state["_backend_name"] = self.backend.name
+        state["_flat_host"] = self.backend.to_numpy(self._params)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        flat = state.pop("_flat_host")
+        self.__dict__.update(state)
+        self.backend = get_backend(state.pop("_backend_name"))
+        del self.__dict__["_backend_name"]
+        self.optimizer = None
+        self._alloc(flat)
+
     # ------------------------------------------------------------------ properties
     @property
     def n_layers(self) -> int:

@@ -117,7 +117,7 @@ def test_run_cases_skips_what_would_exceed_the_cap():
 
 def test_demo_training_run_learns():
     data = bench.load_demo_data(n_train=512, n_test=256)
-    row = bench.train_run("numpy", data, epochs=3, batch=32, lr=0.1)
+    row = bench.train_run("numpy", data, epochs=3, batch=32, lr=0.01)
     assert row["status"] == "ok"
     assert row["extra"]["accuracy"] > 0.6  # better than chance on either dataset
     assert row["extra"]["steps"] == 3 * (512 // 32)

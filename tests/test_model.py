@@ -469,3 +469,22 @@ def test_perceptron_rule_by_hand():
         w, b = w + (t - o) * x, b + (t - o)
     np.testing.assert_array_equal(p.coef_, w)
     assert p.intercept_ == b
+
+
+def test_pickle_round_trip_keeps_weights_and_trains_again():
+    import copy
+    import pickle
+
+    X, y = np.random.default_rng(0).standard_normal((32, 3)), np.arange(32) % 2
+    m = MLP([3, 5, 2], output_activation="softmax", backend="numpy", dtype="float64",
+            random_state=0)
+    m.fit(X, y, epochs=2, verbose=0, metrics=())
+    m2 = pickle.loads(pickle.dumps(m))
+    for (W, b), (W2, b2) in zip(m.get_weights(), m2.get_weights()):
+        np.testing.assert_array_equal(W, W2)
+        np.testing.assert_array_equal(b, b2)
+    np.testing.assert_array_equal(m.predict_proba(X), m2.predict_proba(X))
+    assert m2.history == m.history and m2.backend is m.backend
+    m3 = copy.deepcopy(m)
+    m3.fit(X, y, epochs=1, verbose=0, metrics=())  # trains without touching the original
+    assert not np.array_equal(m3.get_weights()[0][0], m.get_weights()[0][0])
