@@ -107,9 +107,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 
 def run_steps(steps: list[Step], ctx: Context, budget_s: float,
-              clock: Callable[[], float] = time.monotonic) -> list[StepResult]:
+              clock: Callable[[], float] = time.monotonic,
+              after_each: Callable[[list[StepResult]], None] | None = None
+              ) -> list[StepResult]:
     """Run every step in order, each under min(its limit, what is left of the budget).
-    A step that raises becomes status "error"; with < 5 s of budget left, "skip"."""
+    A step that raises becomes status "error"; with < 5 s of budget left, "skip".
+    ``after_each(results so far)`` runs after every step (main() rewrites the summary there,
+    so a run killed from outside still leaves gpu_check.json and summary.md behind)."""
     results = []
     t_end = clock() + budget_s
     for step in steps:
@@ -129,6 +133,8 @@ def run_steps(steps: list[Step], ctx: Context, budget_s: float,
         results.append(res)
         print(f"[gpu-check] {res.name:10s} {res.status:7s} {res.seconds:6.1f}s  {res.note}",
               flush=True)
+        if after_each is not None:
+            after_each(results)
     return results
 
 
@@ -528,8 +534,10 @@ def main(argv=None, steps: list[Step] | None = None) -> int:
     ctx = Context(out=out, env=child_env())
     chosen = [s for s in steps if s.name in args.steps]
     t0 = time.monotonic()
-    results = run_steps(chosen, ctx, args.budget)
-    md = write_outputs(results, ctx, environment(), time.monotonic() - t0)
+    env = environment()
+    results = run_steps(chosen, ctx, args.budget, after_each=lambda done: write_outputs(
+        done, ctx, env, time.monotonic() - t0))
+    md = write_outputs(results, ctx, env, time.monotonic() - t0)
     print()
     print(md)
     return 0 if all(r.status in ("ok", "skip") for r in results) else 1
