@@ -80,6 +80,24 @@ class BackendMLP:
         return float(B.to_numpy(loss))
 
 
+class FitMLP:
+    """The epoch through the real trainer: ``MLP.fit(epochs=1)`` with plain SGD, no metrics
+    (what a user runs; includes the trainer's own overhead: shuffling, batching, loss sums)."""
+
+    def __init__(self, B, X, y, batch, seed=0):
+        from mlpaccel import MLP
+
+        self.batch, self.X, self.y = batch, X, y
+        self.model = MLP(list(SIZES), activation="relu", output_activation="softmax",
+                         backend=B, init="he", random_state=seed)
+
+    def epoch(self, perm):
+        m = self.model
+        m.fit(self.X, self.y, epochs=1, batch_size=self.batch, optimizer="sgd",
+              learning_rate=0.01, verbose=0, metrics=())
+        return m.history["loss"][-1]
+
+
 class TorchMLP:
     """The same epoch in PyTorch CPU eager (nn.Sequential, CrossEntropyLoss, optim.SGD)."""
 
@@ -116,7 +134,7 @@ def _median_ms(times):
 # Each contender runs in its own process, and only one computes at a time. In one process,
 # the idle thread pools of the others (OpenBLAS and PyTorch spin-wait after each call) steal
 # the second core from the one being timed, which measured numba 3-7x slower than it is.
-def _worker(conn, kind, threads, n):
+def _worker(conn, kind, threads, n, trainer=False):
     if kind != "torch":
         import numba
 
@@ -136,8 +154,9 @@ def _worker(conn, kind, threads, n):
         if msg[0] == "epoch":
             _, bs, perm = msg
             if bs not in runners:
+                cls = FitMLP if trainer else BackendMLP
                 runners[bs] = (TorchMLP(X, y, bs, threads) if kind == "torch" else
-                               BackendMLP(mlpaccel.get_backend(kind), X, y, bs))
+                               cls(mlpaccel.get_backend(kind), X, y, bs))
             t0 = time.perf_counter()
             loss = runners[bs].epoch(perm)
             conn.send((time.perf_counter() - t0, loss))
@@ -161,7 +180,7 @@ def _worker(conn, kind, threads, n):
 class Contenders:
     """One worker process per contender; ``run`` asks each in turn and collects times."""
 
-    def __init__(self, kinds, threads, n):
+    def __init__(self, kinds, threads, n, trainer=False):
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
@@ -169,7 +188,8 @@ class Contenders:
         self.procs = []
         for kind in kinds:
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, kind, threads, n), daemon=True)
+            proc = ctx.Process(target=_worker, args=(child, kind, threads, n, trainer),
+                               daemon=True)
             proc.start()
             self.conns[kind] = parent
             self.procs.append(proc)
@@ -194,14 +214,16 @@ class Contenders:
             proc.join(timeout=10)
 
 
-def run_epochs(batches, repeats, n, threads, with_torch):
+def run_epochs(batches, repeats, n, threads, with_torch, trainer=False):
     rng = np.random.default_rng(1)
+    how = "MLP.fit (the real trainer)" if trainer else "Backend ops, preallocated"
     print(f"\n## One epoch, {n} samples, 784-256-256-10 ReLU, softmax-CE, SGD; {threads} threads;"
-          f" median of {repeats} (ms); one process per contender, run in turn\n")
+          f" median of {repeats} (ms); mlpaccel via {how}; one process per contender, "
+          "run in turn\n")
     head = "| batch | numba | numpy | torch | numba/numpy | numba/torch |"
     print(head + "\n|" + "---|" * 6)
     kinds = ["numba", "numpy"] + (["torch"] if with_torch else [])
-    pool = Contenders(kinds, threads, n)
+    pool = Contenders(kinds, threads, n, trainer)
     try:
         for bs in batches:
             times = pool.run(("epoch", bs, rng.permutation(n)), repeats)
@@ -244,6 +266,8 @@ def main(argv=None):
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--matmul-only", action="store_true")
     ap.add_argument("--no-matmul", action="store_true")
+    ap.add_argument("--trainer", action="store_true",
+                    help="time mlpaccel's epochs through MLP.fit instead of Backend ops")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for numba, BLAS and torch (default: numba's default)")
     args = ap.parse_args(argv)
@@ -264,7 +288,7 @@ def main(argv=None):
             except ImportError:
                 print("(PyTorch not installed: its column is empty)")
                 with_torch = False
-        run_epochs(args.batches, args.repeats, args.samples, threads, with_torch)
+        run_epochs(args.batches, args.repeats, args.samples, threads, with_torch, args.trainer)
     if not args.no_matmul:
         run_matmul(max(args.repeats, 5), threads)
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import activations as _act
 from .base import Backend, check_dtype
+from .host_arrays import HostArrays
 from .reference import bce_eps
 
 #: outputs this narrow (or narrower) are computed as C^T (see NumbaBackend._gemm_narrow)
@@ -42,7 +43,7 @@ def _c(a, dtype=None):
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-class NumbaBackend(Backend):
+class NumbaBackend(HostArrays, Backend):
     name = "numba"
     rung = ("Many cores: every core runs our own compiled, vectorised kernels, and fusing "
             "ops into one pass saves the memory traffic between them.")
@@ -111,27 +112,6 @@ class NumbaBackend(Backend):
         return getattr(self._k, name)
 
     # ------------------------------------------------------------------ arrays
-    def asarray(self, x, dtype=None):
-        if dtype is None:
-            dtype = x.dtype if isinstance(x, np.ndarray) and x.dtype.kind == "f" else np.float32
-        return np.array(x, dtype=check_dtype(dtype), order="C", copy=True)
-
-    def to_numpy(self, a):
-        return np.array(a, copy=True)
-
-    def zeros(self, shape, dtype=np.float32):
-        return np.zeros(shape, dtype=check_dtype(dtype))
-
-    def empty(self, shape, dtype=np.float32):
-        return np.empty(shape, dtype=check_dtype(dtype))
-
-    def view(self, flat, offset, shape):
-        size = int(np.prod(shape, dtype=np.int64))
-        return flat[offset:offset + size].reshape(shape)
-
-    def assign(self, dst, src):
-        dst[...] = np.asarray(src).reshape(dst.shape)
-
     def take_rows(self, x, indices, out=None):
         idx = np.asarray(indices)
         if idx.ndim != 1 or idx.dtype.kind not in "iu":

@@ -12,7 +12,8 @@ import numpy as np
 
 from .. import activations as _act
 from . import reference as ref
-from .base import Backend, check_dtype
+from .base import Backend
+from .host_arrays import HostArrays
 
 
 def _write(out, value):
@@ -22,7 +23,7 @@ def _write(out, value):
     return out
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(HostArrays, Backend):
     name = "numpy"
     rung = ("SIMD: one instruction works on 8-16 numbers at once, and BLAS blocks the matmul "
             "for the caches.")
@@ -43,27 +44,6 @@ class NumpyBackend(Backend):
         return info
 
     # arrays
-    def asarray(self, x, dtype=None):
-        if dtype is None:
-            dtype = x.dtype if isinstance(x, np.ndarray) and x.dtype.kind == "f" else np.float32
-        return np.array(x, dtype=check_dtype(dtype), order="C", copy=True)
-
-    def to_numpy(self, a):
-        return np.array(a, copy=True)
-
-    def zeros(self, shape, dtype=np.float32):
-        return np.zeros(shape, dtype=check_dtype(dtype))
-
-    def empty(self, shape, dtype=np.float32):
-        return np.empty(shape, dtype=check_dtype(dtype))
-
-    def view(self, flat, offset, shape):
-        size = int(np.prod(shape, dtype=np.int64))
-        return flat[offset:offset + size].reshape(shape)
-
-    def assign(self, dst, src):
-        dst[...] = np.asarray(src).reshape(dst.shape)
-
     def take_rows(self, x, indices, out=None):
         return np.take(x, np.asarray(indices), axis=0, out=out)
 
