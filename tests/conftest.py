@@ -18,6 +18,7 @@ from mlpaccel.backends import backend_names, unavailable_reason
 from .known_gaps import KNOWN_GAPS
 
 ALL_BACKENDS = backend_names()
+_BACKEND_OF: dict[str, str] = {}  # test node id -> the backend it runs on (from its params)
 #: backends too slow for large shapes (pure Python loops, the CPU emulator)
 SLOW_BACKENDS = {"python", "cuda-emu"}
 
@@ -71,6 +72,36 @@ def pytest_collection_modifyitems(config, items):
         name = callspec.params.get("backend") if callspec else None
         if name is None:
             continue
+        _BACKEND_OF[item.nodeid] = name
         for (gap_backend, pattern), reason in KNOWN_GAPS.items():
             if gap_backend == name and fnmatch.fnmatch(item.name, pattern):
                 item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+
+
+# ---------------------------------------------------------------- per-backend tally
+_TALLY: dict[str, dict[str, int]] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Count outcomes per backend parameter (call phase, or setup when it skipped/failed)."""
+    if report.when != "call" and not (report.when == "setup" and report.outcome != "passed"):
+        return
+    name = _BACKEND_OF.get(report.nodeid)
+    if name is None:
+        return
+    outcome = "xfailed" if hasattr(report, "wasxfail") else report.outcome
+    tally = _TALLY.setdefault(name, {})
+    tally[outcome] = tally.get(outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line per backend, e.g. 'cuda-emu: 412 passed, 24 skipped' (the CUDA kernels'
+    emulated run is visible in every CI log)."""
+    if not _TALLY:
+        return
+    terminalreporter.section("tests per backend")
+    for name in ALL_BACKENDS:
+        counts = _TALLY.get(name)
+        if counts:
+            text = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+            terminalreporter.write_line(f"{name}: {text}")

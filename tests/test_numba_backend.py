@@ -205,3 +205,18 @@ def test_backend_module_imports_without_numba():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "numba"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "linear"])
+def test_fused_epilogue_across_k_blocks(nb, rng, name, dtype):
+    # K = 1100 is two K blocks: full tiles accumulate in C (bias first, activation after the
+    # last block); 130 = 2 * 64 + 2 and 50 = 8 * 6 + 2 also leave partial edge tiles
+    x = rng.standard_normal((50, 1100)).astype(dtype)
+    W = (rng.standard_normal((1100, 130)) / 33).astype(dtype)
+    b = rng.standard_normal(130).astype(dtype)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    z, a = nb.linear_forward(x, W, b, name)
+    z64 = x.astype(np.float64) @ W + b
+    np.testing.assert_allclose(z, z64, **tol)
+    np.testing.assert_allclose(a, ref.activation(name, z64), **tol)

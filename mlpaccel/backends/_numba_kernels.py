@@ -111,6 +111,92 @@ def _micro_tile(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, tile):
     return sig, codegen
 
 
+@intrinsic
+def _micro_tile_c(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, cp, co, ldc, init, biasp,
+                  bofs, relu, outp):
+    """As ``_micro_tile``, but the MR x NR tile lives in C itself (no tile buffer, no copy):
+    acc starts at 0 (init 0), at C (init 1: a later K block) or at the bias row (init 2);
+    then C[co + i*ldc + j] = acc and, when ``relu``, outp[same] = max(acc, 0).
+    For full tiles only (every row and column inside C)."""
+    i = types.intp
+    sig = types.void(ap, i, i, i, bp, i, i, i, cp, i, i, i, biasp, i, i, outp)
+
+    def codegen(context, builder, signature, args):
+        (apv, aov, rsav, csav, bpv, bov, rsbv, kcv, cpv, cov, ldcv, initv, biv, bofv, reluv,
+         opv) = args
+        st = signature.args
+        is32 = st[0].dtype == types.float32
+        lanes = 16 if is32 else 8
+        fty = context.get_value_type(st[0].dtype)
+        vty = ir.VectorType(fty, lanes)
+        vptr = vty.as_pointer()
+        intp = context.get_value_type(types.intp)
+        a_ptr = context.make_array(st[0])(context, builder, apv).data
+        b_ptr = context.make_array(st[4])(context, builder, bpv).data
+        c_ptr = context.make_array(st[8])(context, builder, cpv).data
+        bias_ptr = context.make_array(st[12])(context, builder, biv).data
+        o_ptr = context.make_array(st[15])(context, builder, opv).data
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+            f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
+        zero_v = ir.Constant(vty, None)
+        accs = [cgutils.alloca_once_value(builder, zero_v) for _ in range(MR * NV)]
+
+        def cvec(base_ptr, i_, v):
+            off = builder.add(cov, builder.add(builder.mul(ir.Constant(intp, i_), ldcv),
+                                               ir.Constant(intp, v * lanes)))
+            return builder.bitcast(builder.gep(base_ptr, [off]), vptr)
+
+        is_c = builder.icmp_signed("==", initv, ir.Constant(intp, 1))
+        is_b = builder.icmp_signed("==", initv, ir.Constant(intp, 2))
+        with builder.if_else(is_c) as (then_c, else_c):
+            with then_c:
+                for i_ in range(MR):
+                    for v in range(NV):
+                        builder.store(builder.load(cvec(c_ptr, i_, v), align=4),
+                                      accs[i_ * NV + v])
+            with else_c:
+                with builder.if_then(is_b):
+                    for v in range(NV):
+                        p = builder.gep(bias_ptr, [builder.add(bofv,
+                                                               ir.Constant(intp, v * lanes))])
+                        bv = builder.load(builder.bitcast(p, vptr), align=4)
+                        for i_ in range(MR):
+                            builder.store(bv, accs[i_ * NV + v])
+        undef = ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        zero32 = ir.Constant(ir.IntType(32), 0)
+        with cgutils.for_range(builder, kcv) as loop:
+            k = loop.index
+            pb = builder.add(bov, builder.mul(k, rsbv))
+            pa = builder.add(aov, builder.mul(k, csav))
+            bvs = []
+            for v in range(NV):
+                p = builder.gep(b_ptr, [builder.add(pb, ir.Constant(intp, v * lanes))])
+                bvs.append(builder.load(builder.bitcast(p, vptr), align=4))
+            for i_ in range(MR):
+                ai = builder.add(pa, builder.mul(ir.Constant(intp, i_), rsav))
+                a = builder.load(builder.gep(a_ptr, [ai]))
+                av = builder.shuffle_vector(builder.insert_element(undef, a, zero32), undef,
+                                            splat)
+                for v in range(NV):
+                    acc = accs[i_ * NV + v]
+                    builder.store(builder.call(fma, [av, bvs[v], builder.load(acc)]), acc)
+        for i_ in range(MR):
+            for v in range(NV):
+                builder.store(builder.load(accs[i_ * NV + v]), cvec(c_ptr, i_, v), align=4)
+        with builder.if_then(builder.icmp_signed("!=", reluv, ir.Constant(intp, 0))):
+            for i_ in range(MR):
+                for v in range(NV):
+                    x = builder.load(accs[i_ * NV + v])
+                    # x > 0 ? x : 0 (NaN -> 0, as _act's RELU: v > 0 is false for NaN)
+                    y = builder.select(builder.fcmp_ordered(">", x, zero_v), x, zero_v)
+                    builder.store(y, cvec(o_ptr, i_, v), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # ----------------------------------------------------------------------------- scalar math
 @njit(inline="always", **_OPTS)
 def _sigmoid(v, one):
@@ -236,6 +322,8 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
     NR = NV * (16 if C.itemsize == 4 else 8)
     Af = A.reshape(A.size)
     Bf = B.reshape(B.size)
+    Cf = C.reshape(C.size)
+    Of = Aout.reshape(Aout.size)
     nap = (M + MR - 1) // MR
     nbp = (N + NR - 1) // NR
     nkb = max(1, (K + KC - 1) // KC)
@@ -278,6 +366,15 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
                 for ip in range(ip_lo, ip_hi):
                     i0 = ip * MR
                     mr = min(MR, M - i0)
+                    if mr == MR and nr == NR:  # full tile: accumulate in C itself
+                        init = 1 if kb > 0 else (2 if has_bias else 0)
+                        last = kb == nkb - 1
+                        _micro_tile_c(Af, i0 * rsa + pc * csa, rsa, csa, bsrc, bo, rsb, kc,
+                                      Cf, i0 * N + j0, N, init, bias, j0,
+                                      1 if last and code == RELU else 0, Of)
+                        if last and code != LINEAR and code != RELU:
+                            _act_tile(C, i0, j0, NR, code, alpha, Aout, one)
+                        continue
                     if mr < MR:
                         _micro_tile(Ae, 0, 1, MR, bsrc, bo, rsb, kc, tile)
                     else:
@@ -292,6 +389,14 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
                 _write_tile(C, z, i0, j0, min(MR, M - i0), min(NR, N - j0), NR, True, True,
                             bias, has_bias, code, alpha, Aout, one)
     return C
+
+
+@njit(inline="always", **_OPTS)
+def _act_tile(C, i0, j0, NR, code, alpha, Aout, one):
+    """Aout = f(C) over one full MR x NR tile (activations without a vector epilogue)."""
+    for i in range(MR):
+        for j in range(NR):
+            Aout[i0 + i, j0 + j] = _act(code, C[i0 + i, j0 + j], alpha, one)
 
 
 @njit(inline="always", **_OPTS)
@@ -414,12 +519,22 @@ def delta_and_bias_grad(code, z, a, g, delta, gb, has_bias, alpha, one):
     for t in prange(nblk):
         j0 = t * 64
         j1 = min(n, j0 + 64)
+        w = j1 - j0
         acc = np.zeros(64)
-        for i in range(m):
-            for j in range(j0, j1):
-                d = _dact(code, z[i, j], a[i, j], g[i, j], alpha, one)
-                delta[i, j] = d
-                acc[j - j0] += d
+        if code == RELU:  # the common case as its own branch-free loop (vectorizes)
+            zero = one - one
+            for i in range(m):
+                zr, gr, dr = z[i, j0:j1], g[i, j0:j1], delta[i, j0:j1]
+                for j in range(w):
+                    d = gr[j] if zr[j] > zero else zero
+                    dr[j] = d
+                    acc[j] += d
+        else:
+            for i in range(m):
+                for j in range(j0, j1):
+                    d = _dact(code, z[i, j], a[i, j], g[i, j], alpha, one)
+                    delta[i, j] = d
+                    acc[j - j0] += d
         if has_bias:
             for j in range(j0, j1):
                 gb[j] = acc[j - j0]
