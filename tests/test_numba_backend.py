@@ -46,9 +46,10 @@ def _gemm_case(nb, rng, m, k, n, ta, tb, dtype, out=False):
 
 # MR = 6, NR = 64 (float32) / 32 (float64), KC = 1024: every size below is 1, a prime, or one
 # past / short of a block boundary, and K = 1025 / 1100 spans two K blocks. Shapes under
-# 2^20 multiply-adds run the serial twin, the two larger ones the parallel kernel.
+# 2^20 multiply-adds run the serial twin, the larger ones the parallel kernel.
 GEMM_SHAPES = [(1, 1, 1), (1, 300, 1), (7, 13, 5), (5, 2, 3), (6, 256, 64), (7, 257, 65),
-               (13, 1025, 65), (97, 1100, 33), (131, 300, 67), (1, 37, 200), (200, 37, 1)]
+               (13, 1025, 65), (97, 1100, 33), (131, 300, 67), (1, 37, 200), (200, 37, 1),
+               (13, 1100, 300), (64, 256, 257)]  # NT with few rows: tasks pack their panels
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -71,9 +72,10 @@ def test_gemm_empty_dimensions(nb):
 
 
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
-@pytest.mark.parametrize("m", [100, 3000])  # serial and parallel kernels
-def test_narrow_output_goes_through_the_transposed_product(nb, rng, m, ta, tb):
-    # N = 10 <= NARROW_N: computed as C^T = op(B)^T op(A)^T, then the fused epilogue
+@pytest.mark.parametrize("m", [100, 5000])  # serial and parallel kernels (2^20 MACs)
+def test_narrow_output_kernel(nb, rng, m, ta, tb):
+    # N = 10 <= NARROW_N: 12 x 16 tiles (gemm_narrow), a partial last row block, then the
+    # fused epilogue
     _gemm_case(nb, rng, m, 33, 10, ta, tb, np.float64)
     x, W, b = rng.standard_normal((m, 33)), rng.standard_normal((33, 10)), rng.standard_normal(10)
     z, a = nb.linear_forward(x, W, b, "leaky_relu", alpha=0.3)

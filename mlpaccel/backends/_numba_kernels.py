@@ -13,11 +13,14 @@ of A and 24 FMAs. It is a numba ``@intrinsic`` emitting LLVM vector IR (``<16 x 
 
 The micro-kernel reads A through (row, column) strides, so A and A^T are both read in place
 with no copy; a row of B must hold the tile's NR columns contiguously, so B is read in place
-and B^T is packed once into [panel][k][NR] buffers (packing *is* the transposition). Partial
-edge panels are packed with zero padding into small per-task buffers. Tiles are grouped into
-(row block, column block) tasks run with ``prange``: one parallel region per call (two for
-B^T). The last K block's write-back applies the fused epilogue ``z = acc + bias``,
-``a = f(z)`` while the tile is in cache.
+and B^T is packed into [panel][k][NR] buffers (packing *is* the transposition): by the task
+that uses the panel when A is small, else once up front. Partial edge panels are packed with
+zero padding into small per-task buffers. Tiles are grouped into (row block, column block)
+tasks run with ``prange``: one parallel region per call (two for B^T with a large A).
+Full tiles accumulate in C itself (``_micro_tile_c``: the bias is the accumulators' start
+value, ReLU is applied from the registers); partial edge tiles go through a tile buffer whose
+write-back applies the fused epilogue ``z = acc + bias``, ``a = f(z)``. Outputs of at most 16
+columns use ``gemm_narrow`` (12 x 16 tiles, ``_micro_narrow``).
 
 fastmath: only ``contract`` (FMA) is enabled anywhere, never ``nnan``/``ninf``, so the stable
 activations and losses keep their inf/NaN behaviour.
@@ -41,6 +44,11 @@ KC = 1024  # K block: a B micro-panel (<= 256 KB) stays in L2 while A panels str
 # (measured, 1 thread: KC 256 / 512 / 1024 -> 88 / 101 / 108 GFLOP/s at 256x784x256)
 MC_PANELS = 16  # at most 96 rows of A per task (A block 96 KB: L2)
 NC_PANELS = 8  # at most 512 float32 columns per task
+BIG_MACS = 1 << 24  # products this big get ~8 tasks per thread (see gemm)
+# A B^T with an A this small (it stays in L2 while a task sweeps it): tasks own column
+# panels and pack them (see gemm). 2 threads: 64x256x256 121 -> 65 us, 256^3 202 -> 177;
+# at 256x784x256 (800 KB of A) the shared up-front packing is faster (163 vs 136 GFLOP/s)
+LOCAL_PACK_BYTES = 256 * 1024
 
 FM = {"contract"}  # fastmath flags that cannot change inf/NaN results
 _OPTS = dict(cache=True, nogil=True)
@@ -197,6 +205,68 @@ def _micro_tile_c(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, cp, co, ldc, ini
     return sig, codegen
 
 
+#: narrow GEMM (N <= 16 columns): tiles of MRN rows x 16 columns
+MRN = 12
+NRN = 16
+
+
+@intrinsic
+def _micro_narrow(typingctx, ap, ao, rsa, csa, wp, kc, tile):
+    """tile[i*16 + j] = sum_k ap[ao + i*rsa + k*csa] * wp[k*16 + j], i < MRN, j < 16.
+
+    For outputs of at most 16 columns (a 10-class layer): one row of the packed, zero-padded
+    B is one zmm (float32) or two (float64); MRN = 12 independent accumulator rows hide the
+    FMA latency. Per k: 1-2 vector loads, 12 broadcasts, 12-24 FMAs."""
+    i = types.intp
+    sig = types.void(ap, i, i, i, wp, i, tile)
+
+    def codegen(context, builder, signature, args):
+        apv, aov, rsav, csav, wpv, kcv, tv = args
+        st = signature.args
+        is32 = st[0].dtype == types.float32
+        lanes = 16 if is32 else 8
+        nv = NRN // lanes
+        fty = context.get_value_type(st[0].dtype)
+        vty = ir.VectorType(fty, lanes)
+        vptr = vty.as_pointer()
+        intp = context.get_value_type(types.intp)
+        a_ptr = context.make_array(st[0])(context, builder, apv).data
+        w_ptr = context.make_array(st[4])(context, builder, wpv).data
+        t_ptr = context.make_array(st[6])(context, builder, tv).data
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+            f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(vty, None))
+                for _ in range(MRN * nv)]
+        undef = ir.Constant(vty, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        zero32 = ir.Constant(ir.IntType(32), 0)
+        with cgutils.for_range(builder, kcv) as loop:
+            k = loop.index
+            pw = builder.mul(k, ir.Constant(intp, NRN))
+            pa = builder.add(aov, builder.mul(k, csav))
+            wvs = []
+            for v in range(nv):
+                p = builder.gep(w_ptr, [builder.add(pw, ir.Constant(intp, v * lanes))])
+                wvs.append(builder.load(builder.bitcast(p, vptr), align=4))
+            for i_ in range(MRN):
+                ai = builder.add(pa, builder.mul(ir.Constant(intp, i_), rsav))
+                a = builder.load(builder.gep(a_ptr, [ai]))
+                av = builder.shuffle_vector(builder.insert_element(undef, a, zero32), undef,
+                                            splat)
+                for v in range(nv):
+                    acc = accs[i_ * nv + v]
+                    builder.store(builder.call(fma, [av, wvs[v], builder.load(acc)]), acc)
+        for i_ in range(MRN):
+            for v in range(nv):
+                p = builder.gep(t_ptr, [ir.Constant(intp, i_ * NRN + v * lanes)])
+                builder.store(builder.load(accs[i_ * nv + v]), builder.bitcast(p, vptr),
+                              align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # ----------------------------------------------------------------------------- scalar math
 @njit(inline="always", **_OPTS)
 def _sigmoid(v, one):
@@ -273,10 +343,14 @@ def _pack_b(B, tb, Bp, base, j0, pc, kc, N, NR):
     """Columns j0..j0+NR of op(B), rows pc..pc+kc -> Bp[base + k*NR + j] (zero padded).
     Used for B^T (whose columns are strided) and for the last, partial column panel."""
     nr = min(NR, N - j0)
-    if tb:  # B is (N, K): walk each of its rows contiguously
-        for j in range(nr):
-            for k in range(kc):
-                Bp[base + k * NR + j] = B[j0 + j, pc + k]
+    if tb:  # B is (N, K): a transposition, in k blocks of 32 so the written lines stay in L1
+        for k0 in range(0, kc, 32):
+            k1 = min(kc, k0 + 32)
+            for j in range(nr):
+                row = B[j0 + j, pc + k0:pc + k1]
+                dst = Bp[base + k0 * NR + j:]
+                for k in range(k1 - k0):
+                    dst[k * NR] = row[k]
     else:
         for k in range(kc):
             for j in range(nr):
@@ -332,12 +406,20 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
         rsa, csa = 1, M
     else:
         rsa, csa = K, 1
-    # B^T: pack every panel over the whole K once ([panel][k][NR]), in parallel
-    Bp = np.empty(nbp * K * NR if tb else 1, dtype=C.dtype)
-    if tb:
+    # B^T: its panels must be packed ([panel][k][NR]). With a small A (an MLP's delta W^T)
+    # each task owns whole column panels over all rows and packs them itself: one parallel
+    # region, and the packed panel stays in the core that uses it. Otherwise every panel is
+    # packed once over the whole K up front, in parallel.
+    local = tb and M * K * C.itemsize <= LOCAL_PACK_BYTES and nbp >= 2 * nthreads
+    Bp = np.empty(nbp * K * NR if tb and not local else 1, dtype=C.dtype)
+    if tb and not local:
         for jp in prange(nbp):
             _pack_b(B, True, Bp, jp * K * NR, jp * NR, 0, K, N, NR)
-    mcp, ncp = _task_split(nap, nbp, nthreads)
+    if local:
+        mcp, ncp = nap, 1
+    else:  # big products: twice the tasks, for a better balance of the last ones
+        # (measured, 2 threads: 256x784x256 510 -> 470 us, 256^3 170 -> 159 us)
+        mcp, ncp = _task_split(nap, nbp, nthreads * (2 if M * N * K >= BIG_MACS else 1))
     nmb = (nap + mcp - 1) // mcp
     nnb = (nbp + ncp - 1) // ncp
     for t in prange(nmb * nnb):
@@ -348,6 +430,10 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
         Be = np.empty(NR * kcmax, dtype=C.dtype)
         ip_lo, ip_hi = ib * mcp, min(nap, (ib + 1) * mcp)
         jp_lo, jp_hi = jb * ncp, min(nbp, (jb + 1) * ncp)
+        Bl = np.empty((jp_hi - jp_lo) * K * NR if local else 1, dtype=C.dtype)
+        if local:
+            for jp in range(jp_lo, jp_hi):
+                _pack_b(B, True, Bl, (jp - jp_lo) * K * NR, jp * NR, 0, K, N, NR)
         for kb in range(nkb):
             pc = kb * kcmax
             kc = min(kcmax, K - pc)
@@ -356,7 +442,9 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
             for jp in range(jp_lo, jp_hi):
                 j0 = jp * NR
                 nr = min(NR, N - j0)
-                if tb:
+                if local:
+                    bsrc, bo, rsb = Bl, (jp - jp_lo) * K * NR + pc * NR, NR
+                elif tb:
                     bsrc, bo, rsb = Bp, jp * K * NR + pc * NR, NR
                 elif nr < NR:
                     _pack_b(B, False, Be, 0, j0, pc, kc, N, NR)
@@ -416,6 +504,42 @@ def _write_tile(C, tile, i0, j0, mr, nr, NR, first, last, bias, has_bias, code, 
                     Aout[i0 + i, j0 + j] = _act(code, tile[r + j], alpha, one)
         for j in range(nr):
             C[i0 + i, j0 + j] = tile[r + j]
+
+
+@njit(parallel=True, **_OPTS)
+def gemm_narrow(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one):
+    """C = op(A) @ op(B) (+ bias), Aout = f(C), for C with N <= 16 columns and K >= 1.
+
+    op(B) (K x N) is packed once into K rows of 16 (zero padded: a few KB); op(A) is read in
+    place through strides (A or A^T alike), 12 rows per task; the last, partial row block is
+    packed. The write-back applies bias and activation (as ``gemm``)."""
+    if ta:
+        K, M = A.shape
+    else:
+        M, K = A.shape
+    N = C.shape[1]
+    Wp = np.zeros(K * NRN, dtype=C.dtype)
+    for k in range(K):
+        for j in range(N):
+            Wp[k * NRN + j] = B[j, k] if tb else B[k, j]
+    Af = A.reshape(A.size)
+    rsa, csa = (1, M) if ta else (K, 1)
+    nblk = (M + MRN - 1) // MRN
+    for t in prange(nblk):
+        tile = np.empty(MRN * NRN, dtype=C.dtype)
+        i0 = t * MRN
+        mr = min(MRN, M - i0)
+        if mr == MRN:
+            _micro_narrow(Af, i0 * rsa, rsa, csa, Wp, K, tile)
+        else:  # pack the partial rows (zero padded) so the kernel reads only valid memory
+            Ae = np.zeros(MRN * K, dtype=C.dtype)
+            for k in range(K):
+                for i in range(mr):
+                    Ae[k * MRN + i] = A[k, i0 + i] if ta else A[i0 + i, k]
+            _micro_narrow(Ae, 0, 1, MRN, Wp, K, tile)
+        _write_tile(C, tile, i0, 0, mr, N, NRN, True, True, bias, has_bias, code, alpha, Aout,
+                    one)
+    return C
 
 
 # ----------------------------------------------------------------------------- elementwise
@@ -691,8 +815,8 @@ def adam(p, g, m, v, lr, b1, b2, bc1, bc2, eps, wd, decoupled, one):
 SERIAL_ELEMENTS = 1 << 15  # elementwise / row kernels: fewer elements than this run serially
 SERIAL_MACS = 1 << 20  # GEMM: fewer multiply-adds (M*N*K) than this run serially
 
-PARALLEL_KERNELS = ("gemm", "act_flat", "dact_flat", "softmax_rows", "softmax_grad_rows",
-                    "bias_add", "sum_rows", "axpy", "scale", "take_rows",
+PARALLEL_KERNELS = ("gemm", "gemm_narrow", "act_flat", "dact_flat", "softmax_rows",
+                    "softmax_grad_rows", "bias_add", "sum_rows", "axpy", "scale", "take_rows",
                     "delta_and_bias_grad", "softmax_xent_ids", "softmax_xent_probs", "mse",
                     "bce", "sgd", "momentum", "adagrad", "adadelta", "rmsprop", "adam")
 

@@ -22,7 +22,7 @@ from .base import Backend, check_dtype
 from .host_arrays import HostArrays
 from .reference import bce_eps
 
-#: outputs this narrow (or narrower) are computed as C^T (see NumbaBackend._gemm_narrow)
+#: outputs this narrow (or narrower) use the 12 x 16 tile kernel (``gemm_narrow``)
 NARROW_N = 16
 
 
@@ -145,13 +145,20 @@ class NumbaBackend(HostArrays, Backend):
             out_a = out
         if m == 0 or n == 0:  # nothing to compute (the kernel's task split needs work)
             return out, out_a
-        if n <= NARROW_N and m >= 4 * n and k > 0:
-            return self._gemm_narrow(a, b, ta, tb, out, bias, code, alpha, out_a)
         has_bias = bias is not None
         bias = _c(bias, a.dtype) if has_bias else np.zeros(1, a.dtype)
         if has_bias and bias.shape != (n,):
             raise ValueError(f"bias must have shape ({n},), got {bias.shape}")
         one = a.dtype.type(1)
+        if n <= NARROW_N and k > 0:
+            # the 64-column tile would waste most of its work: 12 x 16 tiles instead
+            args = (a, b, out, bool(ta), bool(tb), bias, has_bias, code, a.dtype.type(alpha),
+                    out_a, one)
+            if m * n * k < self._k.SERIAL_MACS:
+                self._k.SERIAL["gemm_narrow"](*args)
+            else:
+                self._k.gemm_narrow(*args)
+            return out, out_a
         args = (a, b, out, bool(ta), bool(tb), bias, has_bias, code, a.dtype.type(alpha),
                 out_a, one, numba.get_num_threads())
         if m * n * k < self._k.SERIAL_MACS:
@@ -164,20 +171,6 @@ class NumbaBackend(HostArrays, Backend):
                 self._k.gemm(*args)
             finally:
                 numba.set_parallel_chunksize(old)
-        return out, out_a
-
-    def _gemm_narrow(self, a, b, ta, tb, out, bias, code, alpha, out_a):
-        """C with few columns (the 10-class output layer): the micro-tile is 64 columns
-        wide, so compute C^T = op(B)^T op(A)^T instead (its rows are the short side, in
-        tiles of 6) and copy it back transposed; then the bias and activation passes."""
-        ct, _ = self._gemm(b, a, not tb, not ta, None)
-        out[...] = ct.T
-        if bias is not None:
-            self.bias_add(out, bias, out=out)
-        if code != self._k.LINEAR:
-            name = next(n for n, c in self._k.CODES.items() if c == code)
-            params = {"alpha": alpha} if "alpha" in _act.ACTIVATIONS[name].params else {}
-            self.activation(name, out, out=out_a, **params)
         return out, out_a
 
     @staticmethod
