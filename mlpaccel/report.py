@@ -369,11 +369,18 @@ def chart_gflops(doc: dict, path: Path) -> bool:
         pts = sorted((s[0], r["gflops"]) for s, r in rows.items() if r.get("gflops"))
         if pts:
             ax.plot(*zip(*pts), marker="o", label=label, **_style(plt, label))
+    return _save_loglog(plt, fig, ax, path, "n (square float32 matmul n×n×n)",
+                        "GFLOP/s (2n³ / median time)",
+                        "The ladder: matmul throughput per backend")
+
+
+def _save_loglog(plt, fig, ax, path, xlabel: str, ylabel: str, title: str) -> bool:
+    """Finish a log2-x / log-y chart (labels, grid, legend) and write it to ``path``."""
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("n (square float32 matmul n×n×n)")
-    ax.set_ylabel("GFLOP/s (2n³ / median time)")
-    ax.set_title("The ladder: matmul throughput per backend")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -464,17 +471,9 @@ def chart_training(doc: dict, path: Path) -> bool:
     for i, (lab, pts) in enumerate(by.items()):
         ax.plot(*zip(*sorted(pts)), marker="o", label=lab,
                 color=plt.get_cmap("tab20").colors[i % 20])
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("training samples / s (784-256-256-10, SGD)")
-    ax.set_title("Training throughput per backend (train_step: our Backend-level step)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save_loglog(plt, fig, ax, path, "batch size",
+                        "training samples / s (784-256-256-10, SGD)",
+                        "Training throughput per backend (train_step: our Backend-level step)")
 
 
 # ----------------------------------------------------------------------------- the report
