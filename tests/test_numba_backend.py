@@ -222,3 +222,23 @@ def test_fused_epilogue_across_k_blocks(nb, rng, name, dtype):
     z64 = x.astype(np.float64) @ W + b
     np.testing.assert_allclose(z, z64, **tol)
     np.testing.assert_allclose(a, ref.activation(name, z64), **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("m,k,n", [(1, 100_003, 1), (3, 16_389, 5), (1, 20_000, 16)])
+def test_tiny_output_long_k_splits_k(m, k, n, ta, tb, dtype):
+    """Inner-product-like shapes (M*N <= 16, long K) take the split-K kernel."""
+    if mlpaccel.unavailable_reason("numba"):
+        pytest.skip(mlpaccel.unavailable_reason("numba"))
+    B = mlpaccel.get_backend("numba")
+    rng = np.random.default_rng(m * 7 + n)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = (a64.T if ta else a64) @ (b64.T if tb else b64)
+    out = np.full((m, n), np.nan, dtype)
+    got = B.matmul(a, b, transpose_a=ta, transpose_b=tb, out=out)
+    assert got is out
+    err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+    assert err < (1e-5 if dtype == np.float32 else 1e-12)

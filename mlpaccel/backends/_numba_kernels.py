@@ -611,6 +611,51 @@ def sum_rows(x, out):
 
 
 @njit(parallel=True, fastmath=FM, **_OPTS)
+def gemm_tiny_out(A, B, C, ta, tb, nchunks):
+    """C = op(A) op(B) for a tiny C (M*N <= 16) and a long K, e.g. the 1e6-element inner
+    product: tiles of C would waste almost all their work, so split K into ``nchunks`` tasks,
+    each summing its slice with 4 independent accumulators, then add the partial sums."""
+    M, N = C.shape
+    K = A.shape[0] if ta else A.shape[1]
+    partial = np.zeros((nchunks, M, N))
+    step = (K + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        k0 = c * step
+        k1 = min(K, k0 + step)
+        for i in range(M):
+            for j in range(N):
+                s0 = 0.0
+                s1 = 0.0
+                s2 = 0.0
+                s3 = 0.0
+                k = k0
+                while k + 4 <= k1:
+                    if ta:
+                        a0, a1, a2, a3 = A[k, i], A[k + 1, i], A[k + 2, i], A[k + 3, i]
+                    else:
+                        a0, a1, a2, a3 = A[i, k], A[i, k + 1], A[i, k + 2], A[i, k + 3]
+                    if tb:
+                        b0, b1, b2, b3 = B[j, k], B[j, k + 1], B[j, k + 2], B[j, k + 3]
+                    else:
+                        b0, b1, b2, b3 = B[k, j], B[k + 1, j], B[k + 2, j], B[k + 3, j]
+                    s0 += a0 * b0
+                    s1 += a1 * b1
+                    s2 += a2 * b2
+                    s3 += a3 * b3
+                    k += 4
+                while k < k1:
+                    s0 += (A[k, i] if ta else A[i, k]) * (B[j, k] if tb else B[k, j])
+                    k += 1
+                partial[c, i, j] = (s0 + s1) + (s2 + s3)
+    for i in range(M):
+        for j in range(N):
+            t = 0.0
+            for c in range(nchunks):
+                t += partial[c, i, j]
+            C[i, j] = t
+
+
+@njit(parallel=True, fastmath=FM, **_OPTS)
 def axpy(alpha, x, y):
     """y += alpha * x over flat buffers."""
     for i in prange(y.size):

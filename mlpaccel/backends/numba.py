@@ -24,6 +24,8 @@ from .reference import bce_eps
 
 #: outputs this narrow (or narrower) use the 12 x 16 tile kernel (``gemm_narrow``)
 NARROW_N = 16
+TINY_OUT = 16  # outputs (M*N) at most this small, with K at least TINY_OUT_MIN_K, split K
+TINY_OUT_MIN_K = 1 << 14
 
 
 def _kernels():
@@ -150,6 +152,10 @@ class NumbaBackend(HostArrays, Backend):
         if has_bias and bias.shape != (n,):
             raise ValueError(f"bias must have shape ({n},), got {bias.shape}")
         one = a.dtype.type(1)
+        if m * n <= TINY_OUT and k >= TINY_OUT_MIN_K and not has_bias and code == self._k.LINEAR:
+            # an inner product or a few of them: split K instead of tiling C
+            self._k.gemm_tiny_out(a, b, out, bool(ta), bool(tb), 8 * numba.get_num_threads())
+            return out, out_a
         if n <= NARROW_N and k > 0:
             # the 64-column tile would waste most of its work: 12 x 16 tiles instead
             args = (a, b, out, bool(ta), bool(tb), bias, has_bias, code, a.dtype.type(alpha),
