@@ -26,6 +26,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 
+from ._names import did_you_mean
+
 
 @dataclass(frozen=True)
 class ActivationSpec:
@@ -93,7 +95,4 @@ def resolve_params(name: str, params: dict) -> dict:
 
 
 def _did_you_mean(name: str, options) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(str(name).lower(), list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return did_you_mean(str(name).lower(), options)

@@ -16,6 +16,8 @@ import warnings
 
 import numpy as np
 
+from ._names import lookup
+
 INITIALIZERS = ("uniform", "xavier", "he", "zeros")
 ALIASES = {"glorot": "xavier", "glorot_uniform": "xavier", "xavier_uniform": "xavier",
            "kaiming": "he", "he_normal": "he", "kaiming_normal": "he", "zero": "zeros"}
@@ -25,14 +27,7 @@ def canonical(name: str) -> str:
     """The catalogue name of an initializer, or ValueError with a did-you-mean hint."""
     if not isinstance(name, str):
         raise TypeError(f"init must be a name or a list of (W, b) pairs, got {type(name).__name__}")
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in INITIALIZERS:
-        import difflib
-
-        close = difflib.get_close_matches(key, list(INITIALIZERS) + list(ALIASES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown init {name!r}{hint}; valid names: {', '.join(INITIALIZERS)}")
-    return key
+    return lookup("init", name, INITIALIZERS, ALIASES)
 
 
 def initial_weights(name: str, layer_sizes, use_bias: bool, random_state=None):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._names import lookup
+
 
 @dataclass(frozen=True)
 class Loss:
@@ -56,11 +58,4 @@ def get(name) -> Loss:
         return name
     if not isinstance(name, str):
         raise TypeError(f"loss must be a name, got {type(name).__name__}: {name!r}")
-    key = ALIASES.get(name.lower(), name.lower())
-    if key not in LOSSES:
-        import difflib
-
-        close = difflib.get_close_matches(key, list(LOSSES) + list(ALIASES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown loss {name!r}{hint}; valid names: {', '.join(LOSSES)}")
-    return LOSSES[key]
+    return LOSSES[lookup("loss", name, LOSSES, ALIASES)]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from ._names import unknown_name
+
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "Adadelta", "RMSprop", "Adam",
            "AdamW", "get", "OPTIMIZERS", "gradient_descent_1d"]
 
@@ -215,12 +217,7 @@ def get(name, **kwargs) -> Optimizer:
                         f"{type(name).__name__}")
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in OPTIMIZERS:
-        import difflib
-
-        close = difflib.get_close_matches(key, list(OPTIMIZERS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown optimizer {name!r}{hint}; valid names: "
-                         f"{', '.join(OPTIMIZERS)}")
+        raise ValueError(unknown_name("optimizer", name, OPTIMIZERS))
     return OPTIMIZERS[key](**kwargs)
 
 

@@ -9,6 +9,7 @@ Every loader returns NumPy arrays: features float (or uint8 pixels on request), 
 
 from __future__ import annotations
 
+from .._names import unknown_name
 from .download import download, md5sum
 from .errors import (
     ChecksumError,
@@ -52,11 +53,7 @@ def load(name: str, **kwargs):
         return fashion_mnist(**kwargs)
     if key.startswith("gate-") and key[5:] in GATES:
         return logic_gate(key[5:], **kwargs)
-    import difflib
-
-    close = difflib.get_close_matches(key, NAMES, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    raise ValueError(f"unknown dataset {name!r}{hint}; valid names: {', '.join(NAMES)}")
+    raise ValueError(unknown_name("dataset", name, NAMES, key=key))
 
 
 __all__ = [
