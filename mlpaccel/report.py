@@ -512,6 +512,15 @@ def render(doc: dict, charts: dict | None = None) -> str:
     return "\n".join(parts)
 
 
+def publish(doc: dict, out_dir: str | Path) -> Path:
+    """Save ``doc`` as out_dir/results.json and write the report beside it (report.md + PNGs);
+    returns report.md's path. What ``mlpaccel bench``, ``demo`` and ``report`` all end with."""
+    from .bench import save_results
+
+    save_results(doc, Path(out_dir) / "results.json")
+    return write_report(doc, out_dir)
+
+
 def write_report(doc: dict, out_dir: str | Path) -> Path:
     """Write report.md and the PNG charts into ``out_dir``; returns report.md's path."""
     out = Path(out_dir)

@@ -31,8 +31,7 @@ def run(args) -> int:
     doc = bench.run_suite(args.backends, mode=args.mode, budget_s=args.budget, cap_s=args.cap,
                           progress=not args.no_progress, peers=not args.no_peers)
     out = Path(args.out)
-    bench.save_results(doc, out / "results.json")
-    path = report.write_report(doc, out)
+    path = report.publish(doc, out)
     print(report.ladder_text(doc))
     print(f"\nwrote {out / 'results.json'} and {path}")
     return 0

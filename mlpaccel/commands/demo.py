@@ -87,8 +87,7 @@ def run(args) -> int:
             doc = bench.merge_results([doc] + recorded)
             doc["mode"] = "demo + recorded GPU results"
     out = Path(args.out)
-    bench.save_results(doc, out / "results.json")
-    path = report.write_report(doc, out)
+    path = report.publish(doc, out)
     print()
     print(report.ladder_text(doc))
     if len(doc["machines"]) > 1:

@@ -25,8 +25,7 @@ def run(args) -> int:
             return 2
     doc = bench.merge_results(docs)
     out = Path(args.out)
-    bench.save_results(doc, out / "results.json")
-    path = report.write_report(doc, out)
+    path = report.publish(doc, out)
     print(report.ladder_text(doc))
     print(f"\nmerged {len(docs)} file(s) ({len(doc['machines'])} machine(s)) into {path}")
     return 0
