@@ -122,11 +122,25 @@ class MLP:
         self._steps: dict = {}  # batch size -> (signature, compiled step)
         self._steps_opt = None  # the optimizer those steps update
         self._snapshot = None
+        self._stage = None  # fit's device buffers for the (shuffled) training data
+
+    def _staging(self, n: int):
+        """Flat device buffers for ``n`` training rows of inputs and targets, and the 0-d loss
+        accumulator: fit's mini-batches are views of them. Kept between ``fit`` calls with the
+        same ``n`` so that a recorded epoch stays valid (it reads these exact buffers)."""
+        B, sizes = self.backend, self.layer_sizes
+        if self._stage is None or self._stage[0] != n:
+            self._steps = {k: v for k, v in self._steps.items()
+                           if not (isinstance(k, tuple) and k[0] == "epoch")}
+            self._stage = None  # free the old buffers before taking new ones
+            self._stage = (n, B.empty(n * sizes[0], self.dtype),
+                           B.empty(n * sizes[-1], self.dtype), B.zeros((), self.dtype))
+        return self._stage[1:]
 
     # ------------------------------------------------------------------ pickling
     #: device-side state that pickling drops and unpickling rebuilds (see __getstate__)
     _DEVICE_STATE = ("backend", "_params", "_grads", "_views", "_gviews", "_steps",
-                     "_steps_opt", "_snapshot", "_snap_turn", "optimizer")
+                     "_steps_opt", "_snapshot", "_snap_turn", "optimizer", "_stage")
 
     def __getstate__(self) -> dict:
         """Pickle/deepcopy support (joblib, scikit-learn's clone of fitted wrappers): keeps the
@@ -310,10 +324,10 @@ class MLP:
         hit = self._steps.get(batch)
         if hit is not None and hit[0] == sig:
             return hit[1]
-        xb, tb, loss_buf, grad_fn = self._make_grad_fn(batch)
+        xb, tb, loss_buf, grad_fn = self._grad_fn_for(batch)
         params, grads = self._params, self._grads
 
-        if opt.capturable:
+        if opt.capturable_on(B):
             def body():
                 grad_fn()
                 opt.update(B, params, grads)
@@ -332,6 +346,47 @@ class MLP:
         self._steps[batch] = (sig, entry)
         return entry
 
+    def _epoch_fn(self, batches, weight: float, acc, opt, sources=()):
+        """One pass over ``batches`` (a list of same-shaped (x, t) device views) as a single
+        callable: per batch forward + loss + backward straight on the views (no copies),
+        the update, and ``acc += weight * loss``. Captured whole (one CUDA graph per epoch)
+        when the backend records and the optimizer is capturable; else it runs eagerly.
+        Cached while ``sources`` (the buffers the views were cut from, in the same places),
+        ``acc`` and the optimizer signature stay the same."""
+        B = self.backend
+        self._steps_for(opt)
+        opt._ensure_state(B, self._params)
+        batch = batches[0][0].shape[0]
+        sig = (opt.generation, tuple(sorted(opt.hparams.items())), weight, acc,
+               tuple(sources) or tuple(batches))
+        key = ("epoch", batch, len(batches))
+        hit = self._steps.get(key)
+        if hit is not None and _same(hit[0], sig):
+            return hit[1]
+        _, _, loss_buf, grad_fn = self._grad_fn_for(batch)
+        params, grads = self._params, self._grads
+        n = len(batches)
+
+        if opt.capturable_on(B):
+            def body():
+                for x, t in batches:
+                    grad_fn(x, t)
+                    opt.update(B, params, grads)
+                    B.axpy(weight, loss_buf, acc)
+            captured = B.capture(body)
+
+            def run():
+                opt.iterations += n  # on the host: a replayed graph runs no Python
+                captured()
+        else:
+            def run():
+                for x, t in batches:
+                    grad_fn(x, t)
+                    opt.step(B, params, grads)
+                    B.axpy(weight, loss_buf, acc)
+        self._steps[key] = (sig, run)
+        return run
+
     def _steps_for(self, opt) -> None:
         """Compiled steps belong to one optimizer (its state buffers are baked in): drop them
         when another one takes over."""
@@ -339,10 +394,20 @@ class MLP:
             self._steps = {}
             self._steps_opt = opt
 
+    def _grad_fn_for(self, batch: int):
+        """``_make_grad_fn(batch)``, made once per batch size (the per-step and the per-epoch
+        programs share its buffers; they never run at the same time)."""
+        key = ("grad", batch)
+        if key not in self._steps:
+            self._steps[key] = self._make_grad_fn(batch)
+        return self._steps[key]
+
     def _make_grad_fn(self, batch: int):
         """Buffers for one batch size and a function running forward + loss + backward on
-        them: input ``xb`` and target ``tb`` in, loss (0-d ``loss_buf``) and the flat gradient
-        buffer out; no weight changes, no allocation of its own beyond the backend's ops."""
+        them: input ``xb`` and target ``tb`` in (or any batch ``x``, ``t`` of the same shape
+        passed as arguments: a view into the training data needs no copy), loss (0-d
+        ``loss_buf``) and the flat gradient buffer out; no weight changes, no allocation of its
+        own beyond the backend's ops."""
         B = self.backend
         sizes = self.layer_sizes
         xb = B.zeros((batch, sizes[0]), self.dtype)
@@ -353,17 +418,17 @@ class MLP:
         views, gviews, acts, lossfn = self._views, self._gviews, self._run_acts, self.loss
         n = len(views)
 
-        def grad_fn():
-            inputs = [xb]
+        def grad_fn(x=xb, t=tb):
+            inputs = [x]
             outs_z, outs_a = [], []
-            a = xb
+            a = x
             for i in range(n):
                 W, b = views[i]
                 z, a = B.linear_forward(a, W, b, acts[i], out_z=Z[i], out_a=A[i])
                 outs_z.append(z)
                 outs_a.append(a)
                 inputs.append(a)
-            loss, g = lossfn(B, a, tb)
+            loss, g = lossfn(B, a, t)
             B.assign(loss_buf, loss)
             for i in range(n - 1, -1, -1):
                 W, b = views[i]
@@ -436,6 +501,19 @@ class MLP:
         self._snap_turn = 1 - self._snap_turn
         return loss
 
+    def device_data(self, X, y=None):
+        """``X`` (M, n_in) and, if given, ``y`` (labels or target rows) validated once and
+        copied to the model's backend as (X_dev (M, n_in), T_dev (M, n_out)) in the model's
+        dtype. ``fit`` takes them in place of host arrays: the data then stays on the device
+        across calls (no upload per ``fit``), as training "with the data already on the GPU"
+        means."""
+        Xh = check_X(X, self.layer_sizes[0])
+        X_dev = self.backend.asarray(Xh, dtype=self.dtype)
+        if y is None:
+            return X_dev
+        Th = check_targets(y, Xh.shape[0], self.layer_sizes[-1], self.loss)
+        return X_dev, self.backend.asarray(Th, dtype=self.dtype)
+
     def fit(self, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=None,
             validation_data=None, validation_fraction=0.0, early_stopping=False,
             callbacks=None, verbose=1, shuffle=True, metrics="auto"):
@@ -468,6 +546,23 @@ class MLP:
         from .persistence import load
 
         return load(path, backend=backend)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Signatures compared element by element, arrays by identity (== on arrays is
+    elementwise, and a cached epoch must read exactly the buffers it was built on)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        if isinstance(x, tuple) and isinstance(y, tuple):
+            if not _same(x, y):
+                return False
+        elif isinstance(x, (int, float, str)) or x is None:
+            if type(x) is not type(y) or x != y:
+                return False
+        elif x is not y:
+            return False
+    return True
 
 
 def _host_or_dev(a, dtype):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ._names import unknown_name
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "Adadelta", "RMSprop", "Adam",
@@ -33,6 +35,10 @@ class Optimizer:
     #: False when a step passes a scalar that changes every step (Adam's step count), so the
     #: update must not be baked into a captured graph
     capturable = True
+
+    def capturable_on(self, backend) -> bool:
+        """Whether ``update`` may be recorded once and replayed on ``backend``."""
+        return self.capturable
 
     def __init__(self, **hparams) -> None:
         unknown = set(hparams) - set(self.defaults)
@@ -73,6 +79,13 @@ class Optimizer:
         self.state = []
         self.iterations = 0
         self._backend = self._key = self._dtype = None
+
+    def restart(self) -> None:
+        """Zero the state buffers in place and restart the step count: training starts over
+        without re-recording steps captured with these buffers (``reset`` drops them)."""
+        for s in self.state:
+            self._backend.assign(s, np.zeros(tuple(s.shape), s.dtype))
+        self.iterations = 0
 
     def _ensure_state(self, backend, p) -> None:
         """Allocate zero state for buffer ``p`` (first step, or a buffer of another size);
@@ -184,9 +197,42 @@ class Adam(Optimizer):
     defaults = {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
                 "weight_decay": 0.0}
 
+    def capturable_on(self, backend) -> bool:
+        # a backend that reads the step count from device memory lets the whole update,
+        # counter increment included, be recorded and replayed
+        return bool(getattr(backend, "device_step_count", False))
+
+    def _ensure_state(self, backend, p) -> None:
+        super()._ensure_state(backend, p)
+        if not self.capturable_on(backend):
+            self._dstep = None
+            return
+        key = (backend, self.generation)
+        if getattr(self, "_dstep_key", None) != key or self._dstep is None:
+            # the count as one element of p's dtype (exact to 2**24 steps in float32) and a
+            # constant 1 that axpy adds to it inside the step
+            self._dstep = (backend.asarray(np.array([self.iterations], dtype=p.dtype)),
+                           backend.asarray(np.ones(1, dtype=p.dtype)))
+            self._dstep_key = key
+
+    def restart(self) -> None:
+        super().restart()
+        if getattr(self, "_dstep", None) is not None:
+            self._backend.assign(self._dstep[0], np.zeros(1, self._dtype))
+
+    def reset(self) -> None:
+        super().reset()
+        self._dstep = None
+        self._dstep_key = None
+
     def _update(self, backend, p, g, state):
         h = self.hparams
-        backend.adam_update(p, g, state[0], state[1], self.iterations, h["learning_rate"],
+        step = self.iterations
+        dstep = getattr(self, "_dstep", None)
+        if dstep is not None:  # count on the device, in step with ``iterations`` on the host
+            backend.axpy(1.0, dstep[1], dstep[0])
+            step = dstep[0]
+        backend.adam_update(p, g, state[0], state[1], step, h["learning_rate"],
                             h["beta1"], h["beta2"], h["eps"], h["weight_decay"], self.decoupled)
 
 

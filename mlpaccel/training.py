@@ -73,8 +73,13 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
     ``model.stop_training = True`` stops after the epoch. ``verbose``: 0 silent, 1 a tqdm
     progress bar, 2 a line per epoch. All arguments are checked before any weight changes."""
     n_in, n_out = model.layer_sizes[0], model.layer_sizes[-1]
-    X = check_X(X, n_in)
-    T = check_targets(y, X.shape[0], n_out, model.loss)
+    B = model.backend
+    on_device = _is_device_array(X)
+    if on_device:  # from model.device_data: validated when it was made, shapes checked here
+        X, T = _check_device_data(model, X, y)
+    else:
+        X = check_X(X, n_in)
+        T = check_targets(y, X.shape[0], n_out, model.loss)
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"epochs must be an integer >= 0, got {epochs!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
@@ -100,6 +105,9 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
             raise ValueError("validation_data must be a pair (X_val, y_val)")
         Xv = check_X(validation_data[0], n_in, "X_val")
         Tv = check_targets(validation_data[1], Xv.shape[0], n_out, model.loss)
+    elif validation_fraction and on_device:
+        raise ValueError("validation_fraction needs host data; with device data from "
+                         "model.device_data pass validation_data=(X_val, y_val) instead")
     elif validation_fraction:
         n_val = int(round(X.shape[0] * float(validation_fraction)))
         if n_val < 1 or n_val >= X.shape[0]:
@@ -127,32 +135,32 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
         stopper.stopped_epoch, stopper._best_params = None, None
     opt = model._resolve_optimizer(optimizer, learning_rate)  # validates the name
 
-    B = model.backend
     model._snapshot = None  # train_step's divergence snapshots predate this fit
     N = X.shape[0]
     full = N if batch_size is None else min(int(batch_size), N)
-    # the data lives in flat device buffers so that every mini-batch is a zero-copy view;
-    # shuffling gathers the whole set once per epoch on the device (one index upload per
-    # epoch, not one per step), and each step copies its batch device-to-device into the
-    # step's fixed input buffers (which a captured graph needs)
-    X_flat = B.asarray(X.reshape(-1), dtype=model.dtype)
-    T_flat = B.asarray(T.reshape(-1), dtype=model.dtype)
-    X_dev, T_dev = B.view(X_flat, 0, X.shape), B.view(T_flat, 0, T.shape)
+    # the data lives in the model's flat staging buffers (kept between fit calls, so a recorded
+    # epoch stays valid) and every mini-batch is a zero-copy view of them: shuffling gathers
+    # the whole set once per epoch on the device (one index upload per epoch, not one per step)
+    X_dev = X if on_device else B.asarray(X, dtype=model.dtype)
+    T_dev = T if on_device else B.asarray(T, dtype=model.dtype)
+    Xs_flat, Ts_flat, acc = model._staging(N)
+    Xs, Ts = B.view(Xs_flat, 0, (N, n_in)), B.view(Ts_flat, 0, (N, n_out))
     shuffling = bool(shuffle) and full < N
-    if shuffling:
-        Xs_flat, Ts_flat = B.empty(X.size, model.dtype), B.empty(T.size, model.dtype)
-        Xs, Ts = B.view(Xs_flat, 0, X.shape), B.view(Ts_flat, 0, T.shape)
-        src_x, src_t = Xs_flat, Ts_flat
-    else:
-        src_x, src_t = X_flat, T_flat
-    batches = [(B.view(src_x, s * n_in, (min(full, N - s), n_in)),
-                B.view(src_t, s * n_out, (min(full, N - s), n_out)))
-               for s in range(0, N, full)]
+    if not shuffling:
+        B.assign(Xs, X_dev)
+        B.assign(Ts, T_dev)
+    n_full = N // full
+    batches = [(B.view(Xs_flat, s * n_in, (full, n_in)),
+                B.view(Ts_flat, s * n_out, (full, n_out))) for s in range(0, n_full * full, full)]
+    ragged = None
+    if n_full * full < N:
+        s, k = n_full * full, N - n_full * full
+        ragged = (B.view(Xs_flat, s * n_in, (k, n_in)), B.view(Ts_flat, s * n_out, (k, n_out)))
+    T_host = B.to_numpy(T) if on_device and "accuracy" in metrics else T
     Xv_dev = Tv_dev = None
     if Xv is not None:
         Xv_dev = B.asarray(Xv, dtype=model.dtype)
         Tv_dev = B.asarray(Tv, dtype=model.dtype)
-    acc = B.zeros((), model.dtype)
     snapshot = B.copy(model._params)
     hist = model.history
     bar = _progress(epochs, verbose)
@@ -166,17 +174,11 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
                 order = model._shuffle_rng.permutation(N)
                 B.take_rows(X_dev, order, out=Xs)
                 B.take_rows(T_dev, order, out=Ts)
-            xb, tb, loss_buf, run, _ = model._step_fn(full, opt)
-            for xv, tv in batches:
-                k = xv.shape[0]
-                if k == full:
-                    if full < N or epoch == 0 or callbacks:  # a fixed full batch: copy once
-                        B.assign(xb, xv)
-                        B.assign(tb, tv)
-                    run()
-                    B.axpy(k / N, loss_buf, acc)
-                else:  # the ragged last batch runs eagerly on its own buffers
-                    B.axpy(k / N, model._run_ragged(xv, tv, opt), acc)
+            # every full batch in one call: one CUDA graph launch per epoch where the backend
+            # records, the same Python loop (no copies) where it does not
+            model._epoch_fn(batches, full / N, acc, opt, sources=(Xs_flat, Ts_flat))()
+            if ragged is not None:  # the short last batch runs eagerly on its own buffers
+                B.axpy(ragged[0].shape[0] / N, model._run_ragged(*ragged, opt), acc)
             loss = float(B.to_numpy(acc))
             if not math.isfinite(loss):
                 B.assign(model._params, snapshot)
@@ -188,7 +190,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
                     f"the inputs.")
             logs = {"loss": loss}
             if "accuracy" in metrics:
-                logs["accuracy"] = model._evaluate(X, T, X_dev, T_dev)["accuracy"]
+                logs["accuracy"] = model._evaluate(X, T_host, X_dev, T_dev)["accuracy"]
             if Xv is not None:
                 val = model._evaluate(Xv, Tv, Xv_dev, Tv_dev)
                 logs.update({f"val_{k}": v for k, v in val.items()})
@@ -209,6 +211,29 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
     if stopper is not None and stopper.restore_best_weights and stopper._best_params is not None:
         B.assign(model._params, stopper._best_params)
     return model
+
+
+def _is_device_array(a) -> bool:
+    """A backend array (CuPy, ...) rather than host data (NumPy arrays, lists)."""
+    return not isinstance(a, (np.ndarray, list, tuple, str, bytes)) and hasattr(a, "shape") \
+        and hasattr(a, "dtype")
+
+
+def _check_device_data(model, X, y):
+    """Shapes and dtypes of device data (``model.device_data``'s output); contents were
+    validated on the host when it was made."""
+    n_in, n_out = model.layer_sizes[0], model.layer_sizes[-1]
+    if len(X.shape) != 2 or X.shape[1] != n_in or X.shape[0] < 1:
+        raise ValueError(f"device X must have shape (M, {n_in}) with M >= 1, got "
+                         f"{tuple(X.shape)}")
+    if not _is_device_array(y) or tuple(y.shape) != (X.shape[0], n_out):
+        raise ValueError(f"with device X, y must be the device targets (M, {n_out}) that "
+                         f"model.device_data(X, y) returns, got "
+                         f"{getattr(y, 'shape', type(y).__name__)}")
+    if np.dtype(X.dtype) != np.dtype(model.dtype) or np.dtype(y.dtype) != np.dtype(model.dtype):
+        raise TypeError(f"device data must be {np.dtype(model.dtype).name} (the model's dtype), "
+                        f"got {X.dtype} / {y.dtype}; make it with model.device_data(X, y)")
+    return X, y
 
 
 def _stop_early(stopper, model, logs, monitor, epoch) -> bool:

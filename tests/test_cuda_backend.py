@@ -318,8 +318,8 @@ class _FakeStream:
     def wait_event(self, ev):
         self.log.append("wait")
 
-    def begin_capture(self):
-        self.capturing = True
+    def begin_capture(self, mode=None):
+        self.capturing, self.mode = True, mode
         self.log.append("begin")
 
     def end_capture(self):
@@ -337,7 +337,8 @@ class _FakeStream:
 def _fake_backend(log):
     stream = _FakeStream(log)
     cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
-        get_current_stream=lambda: stream, Event=lambda disable_timing=False: object()))
+        get_current_stream=lambda: stream, Event=lambda disable_timing=False: object(),
+        runtime=types.SimpleNamespace(streamCaptureModeRelaxed=2)))
     be = types.SimpleNamespace(driver=types.SimpleNamespace(cupy=cupy), _capture_keep=None,
                                _graph_state="not used yet")
     be._capture_stream = lambda: stream
@@ -361,6 +362,7 @@ def test_graph_step_records_once_and_replays():
     assert all(o is result for o in outs)
     body = [e for e in log if e != "wait"]
     assert body == ["fn-eager", "begin", "fn-capturing", "end", "launch", "launch", "launch"]
+    assert stream.mode == 2  # relaxed: a recorded epoch may allocate its temporaries
     assert be._graph_state.startswith("captured") and be._capture_keep is None
 
 

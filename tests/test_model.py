@@ -137,6 +137,42 @@ def test_one_fit_equals_numpy_on_every_backend(backend, rng):
     np.testing.assert_allclose(m.history["loss"], ref.history["loss"], rtol=1e-9)
 
 
+def test_fit_on_device_data_equals_fit_on_host_data(backend, rng):
+    """``device_data`` uploads once; fit on it (twice, so the second reuses the recorded
+    epoch) gives the weights and history of fit on host arrays, Adam included."""
+    X, y = _blobs(rng, 22)
+    kw = dict(activation="relu", loss="cross_entropy", dtype="float64", random_state=3,
+              backend=backend)
+    host, dev = MLP([2, 5, 2], **kw), MLP([2, 5, 2], **kw)
+    Xd, Td = dev.device_data(X, y)
+    assert Xd.shape == (22, 2) and Td.shape == (22, 2)
+    for _ in range(2):
+        host.fit(X, y, epochs=2, batch_size=8, optimizer="adam", learning_rate=0.01, verbose=0)
+        dev.fit(Xd, Td, epochs=2, batch_size=8, optimizer="adam", learning_rate=0.01,
+                verbose=0)
+    for (W, b), (W2, b2) in zip(host.get_weights(), dev.get_weights()):
+        np.testing.assert_allclose(W2, W, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(b2, b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(dev.history["loss"], host.history["loss"], rtol=1e-12)
+    np.testing.assert_allclose(dev.history["accuracy"], host.history["accuracy"])
+
+
+def test_device_data_shapes_are_checked():
+    from mlpaccel.training import _check_device_data
+
+    class Dev:  # a stand-in device array: only shape and dtype are looked at
+        def __init__(self, shape, dtype="float64"):
+            self.shape, self.dtype = shape, np.dtype(dtype)
+
+    m = _clf()
+    with pytest.raises(ValueError, match=r"device X must have shape \(M, 2\)"):
+        _check_device_data(m, Dev((4, 3)), Dev((4, 2)))
+    with pytest.raises(ValueError, match="model.device_data"):
+        _check_device_data(m, Dev((4, 2)), np.zeros(4))
+    with pytest.raises(TypeError, match="float64"):
+        _check_device_data(m, Dev((4, 2), "float32"), Dev((4, 2), "float32"))
+
+
 def test_fit_continues_and_keeps_optimizer_state(rng):
     """Keras semantics: fit(1) + fit(1) == fit(2) with the same optimizer (Adam's moments and
     step count survive); naming another optimizer starts fresh."""
@@ -418,16 +454,38 @@ def test_full_batches_go_through_capture_once(rng, monkeypatch):
     monkeypatch.setattr(backend, "capture", capture)
     X, y = _blobs(rng, 10)
     m = _clf()
+    # the two full batches of an epoch are one recorded program, built once for all epochs
     m.fit(X, y, epochs=3, batch_size=4, optimizer="sgd", verbose=0)  # 4 + 4 + ragged 2
     assert len(captured) == 1
-    m.fit(X, y, epochs=1, batch_size=4, optimizer="adam", verbose=0)  # Adam: grad fn only
-    assert len(captured) == 2
+    m.fit(X, y, epochs=2, batch_size=4, optimizer="sgd", verbose=0)  # same data, same program
+    assert len(captured) == 1
+    # numpy reads Adam's step count on the host: its epochs run eagerly, nothing is recorded
+    m.fit(X, y, epochs=1, batch_size=4, optimizer="adam", verbose=0)
+    assert len(captured) == 1
     sgd = mlpaccel.optim.SGD(learning_rate=0.1)
     m.fit(X, y, epochs=2, batch_size=4, optimizer=sgd, verbose=0)
-    assert len(captured) == 3
-    sgd.learning_rate = 0.05  # a baked-in scalar changed: the step is recorded anew
+    assert len(captured) == 2
+    sgd.learning_rate = 0.05  # a baked-in scalar changed: the epoch is recorded anew
     m.fit(X, y, epochs=1, batch_size=4, optimizer=sgd, verbose=0)
-    assert len(captured) == 4 and sgd.iterations == 3 * 3
+    assert len(captured) == 3 and sgd.iterations == 3 * 3
+
+
+def test_adam_with_a_device_step_count_is_recorded_and_matches_numpy(rng, monkeypatch):
+    """cuda-emu counts Adam's steps on the device (as the GPU does inside a CUDA graph): the
+    whole epoch is handed to capture, and the weights match the numpy backend's Adam."""
+    emu = mlpaccel.get_backend("cuda-emu") if "cuda-emu" in mlpaccel.available_backends() \
+        else pytest.skip("cuda-emu unavailable")
+    assert emu.device_step_count
+    captured = []
+    monkeypatch.setattr(emu, "capture", lambda fn: captured.append(fn) or fn)
+    X, y = _blobs(rng, 10)
+    models = [_clf(backend=b) for b in ("numpy", emu)]
+    for m in models:
+        m.fit(X, y, epochs=3, batch_size=4, optimizer="adam", learning_rate=0.05, verbose=0)
+    assert len(captured) == 1 and models[1].optimizer.iterations == 9
+    for (W0, b0), (W1, b1) in zip(models[0].get_weights(), models[1].get_weights()):
+        np.testing.assert_allclose(W1, W0, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(b1, b0, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- Perceptron

@@ -179,7 +179,10 @@ class _GraphStep:
         be._capture_keep = self.keep
         result = None
         try:
-            stream.begin_capture()
+            # relaxed: a recorded epoch allocates its temporaries (kept alive in self.keep)
+            # while recording, and cudaMalloc is "unsafe" in the default global mode
+            mode = getattr(be.driver.cupy.cuda.runtime, "streamCaptureModeRelaxed", None)
+            stream.begin_capture(mode) if mode is not None else stream.begin_capture()
             try:
                 result = self.fn()
             finally:
@@ -192,7 +195,7 @@ class _GraphStep:
         finally:
             be._capture_keep = None
         self.graph, self.result = graph, result
-        be._graph_state = "captured: a whole step replays as one CUDA graph launch"
+        be._graph_state = "captured: recorded work replays as one CUDA graph launch"
         graph.launch(stream)
         return result
 
@@ -205,7 +208,9 @@ class CudaBackend(Backend):
 
     name = "cuda"
     rung = ("SIMT: thousands of threads in lock-step warps; memory latency is hidden by "
-            "switching warps, and a whole training step can be one CUDA graph launch.")
+            "switching warps, and a whole training epoch can be one CUDA graph launch.")
+    #: adam_update takes the step count as a device array (so Adam can be recorded in a graph)
+    device_step_count = True
 
     def __init__(self, device: int = 0, gemm: str = "ours", precision: str = "fp32") -> None:
         if gemm not in _GEMMS:
