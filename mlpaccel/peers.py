@@ -39,40 +39,46 @@ def cublas_rows(sizes=(256, 512, 1024, 2048, 4096, 8192), machine: str = "m0",
 
 def torch_rows(batches=(64, 256, 1024, 8192), machine: str = "m0",
                layers=bench.MNIST_LAYERS, samples: int = bench.MNIST_SAMPLES,
-               epochs: int = 3) -> list[dict]:
-    """PyTorch's MNIST-shaped epoch (SGD lr 0.01), eager and CUDA-graph, best of ``epochs``;
-    plus TF32 tensor-core GEMM rows (the ceiling our FP32 kernels do not use)."""
+               epochs: int = 3, adam_batches=(64, 1024)) -> list[dict]:
+    """PyTorch's MNIST-shaped epoch (SGD lr 0.01; Adam lr 1e-3 at ``adam_batches``), eager and
+    CUDA-graph, best of ``epochs``; plus TF32 tensor-core GEMM rows (the ceiling our FP32
+    kernels do not use). Without a GPU: the eager epochs on the CPU (same thread count as
+    ours), the CPU peer of the numba and numpy backends."""
     try:
         import torch
-
-        if not torch.cuda.is_available():
-            return []
     except Exception:
         return []
-    dev = torch.device("cuda")
+    gpu = torch.cuda.is_available()
+    dev = torch.device("cuda" if gpu else "cpu")
     rows = []
-    torch.backends.cuda.matmul.allow_tf32 = True
-    for n in (4096, 8192):
-        a = torch.randn(n, n, device=dev)
-        b = torch.randn(n, n, device=dev)
-        t = bench.measure(lambda a=a, b=b: a @ b, torch.cuda.synchronize, budget_s=0.5)
-        rows.append(bench._row(machine, "PyTorch TF32", bench.matmul_case(n, n, n), "ok",
-                               timing=t))
-    torch.backends.cuda.matmul.allow_tf32 = False
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        for n in (4096, 8192):
+            a = torch.randn(n, n, device=dev)
+            b = torch.randn(n, n, device=dev)
+            t = bench.measure(lambda a=a, b=b: a @ b, torch.cuda.synchronize, budget_s=0.5)
+            rows.append(bench._row(machine, "PyTorch TF32", bench.matmul_case(n, n, n), "ok",
+                                   timing=t))
+        torch.backends.cuda.matmul.allow_tf32 = False
     x = torch.rand(samples, layers[0], device=dev)
     y = torch.randint(0, layers[-1], (samples,), device=dev)
-    for batch in batches:
-        for graph in (False, True):
+    runs = [(b, "sgd") for b in batches] + [(b, "adam") for b in adam_batches]
+    for batch, optimizer in runs:
+        for graph in ((False, True) if gpu else (False,)):
             try:
-                best = _torch_epoch(torch, x, y, layers, batch, graph, epochs)
+                best = _torch_epoch(torch, x, y, layers, batch, graph, epochs, optimizer)
             except Exception as exc:  # a peer failing must not lose our own rows
-                log.warning("torch peer b%d graph=%s failed: %s", batch, graph, exc)
+                log.warning("torch peer b%d %s graph=%s failed: %s", batch, optimizer, graph,
+                            exc)
                 continue
-            what = "PyTorch CUDA graph" if graph else "PyTorch eager"
+            what = ("PyTorch CUDA graph" if graph else "PyTorch eager") + \
+                ("" if gpu else " (CPU)") + f" ({'SGD' if optimizer == 'sgd' else 'Adam'})"
             steps = samples // batch
             case = bench.Case("train_peer", "training", (batch,),
                               steps * bench.mlp_step_flops(batch, layers), 0.0, lambda B: None,
-                              extra={"what": what, "steps_per_epoch": steps})
+                              extra={"what": what, "optimizer": optimizer, "graph": graph,
+                                     "steps_per_epoch": steps,
+                                     "threads": torch.get_num_threads()})
             row = bench._row(machine, "torch", case, "ok")
             row.update(median_s=best / steps, min_s=best / steps, rounds=epochs, inner=steps)
             row["gflops"] = case.flops / best / 1e9
@@ -81,17 +87,21 @@ def torch_rows(batches=(64, 256, 1024, 8192), machine: str = "m0",
     return rows
 
 
-def _torch_epoch(torch, x, y, layers, batch, graph, epochs) -> float:
+def _torch_epoch(torch, x, y, layers, batch, graph, epochs, optimizer="sgd") -> float:
     nn = torch.nn
     mods = []
     for i, (fi, fo) in enumerate(zip(layers[:-1], layers[1:])):
         mods.append(nn.Linear(fi, fo))
         if i < len(layers) - 2:
             mods.append(nn.ReLU())
-    model = nn.Sequential(*mods).cuda()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    model = nn.Sequential(*mods).to(x.device)
+    if optimizer == "adam":  # capturable: the step count lives on the device, as ours does
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, capturable=graph)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
     n = x.shape[0] // batch * batch
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
 
     def step(xb, yb):
         opt.zero_grad(set_to_none=not graph)
@@ -122,12 +132,12 @@ def _torch_epoch(torch, x, y, layers, batch, graph, epochs) -> float:
     best = float("inf")
     for _ in range(epochs):
         perm = torch.randperm(x.shape[0], device=x.device)[:n]
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         for i in range(0, n, batch):
             idx = perm[i:i + batch]
             run(x[idx], y[idx])
-        torch.cuda.synchronize()
+        sync()
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -136,6 +146,20 @@ def peer_rows(mode: str = "quick", machine: str = "m0") -> list[dict]:
     """All peer rows available here (none on a machine without a GPU)."""
     sizes = (256, 512, 1024, 2048, 4096, 8192) if mode == "full" else (256, 1024, 4096)
     batches = (64, 256, 1024, 8192) if mode == "full" else (256, 1024)
-    return cublas_rows(sizes, machine) + torch_rows(batches, machine)
+    adam = (64, 1024) if mode == "full" else ()
+    return cublas_rows(sizes, machine) + _torch_peer(batches, adam, machine)
+
+
+def _torch_peer(batches, adam, machine):
+    """torch_rows on a GPU; on a CPU only the batches the numba target names (64, 256)."""
+    try:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except Exception:
+        return []
+    if not gpu:
+        batches, adam = tuple(b for b in batches if b <= 256) or (256,), ()
+    return torch_rows(batches, machine, adam_batches=adam)
 
 

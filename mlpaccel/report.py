@@ -479,6 +479,63 @@ def chart_training(doc: dict, path: Path) -> bool:
 # ----------------------------------------------------------------------------- the report
 
 
+def _ok(doc: dict, **match) -> list[dict]:
+    return [r for r in doc["rows"] if r["status"] == "ok"
+            and all(r.get(k) == v for k, v in match.items())]
+
+
+def peer_ratio_table(doc: dict) -> str:
+    """The targets' ratios, measured in this run: our GEMM vs cuBLAS (square sizes), our
+    numba GEMM vs NumPy's BLAS, and each MLP.fit epoch vs NumPy's and PyTorch's epoch at the
+    same batch and optimizer (< 1 = ours faster). Empty when no peer was measured."""
+    out = []
+    for machine in doc["machines"]:
+        def times(backend, op="matmul", machine=machine, **kw):
+            return {tuple(r["shape"]): r for r in _ok(doc, machine=machine, backend=backend,
+                                                       op=op, **kw)}
+        gemm = []
+        for ours, peer in (("cuda", "cuBLAS (CuPy)"), ("numba", "numpy")):
+            a, b = times(ours, group="matmul-square"), times(peer, group="matmul-square")
+            if ours == "cuda":
+                b = times(peer)
+            for shape in sorted(set(a) & set(b)):
+                if shape[0] >= 512:
+                    gemm.append(f"| {ours} vs {peer} | {shape[0]}³ | {_fmt(a[shape]['gflops'])} | "
+                                f"{_fmt(b[shape]['gflops'])} | "
+                                f"{a[shape]['gflops'] / b[shape]['gflops']:.2f} |")
+        if gemm:
+            out += [f"GEMM on {machine} (float32, GFLOP/s; ratio = ours / peer, target 0.9 "
+                    "for cuda vs cuBLAS, 0.7 for numba vs NumPy):", "",
+                    "| ours vs peer | n | ours | peer | ratio |", "|---|---|---|---|---|", *gemm,
+                    ""]
+        epochs = []
+        for r in _ok(doc, machine=machine, op="train_epoch"):
+            if r["backend"] in ("numpy", "python", "cuda-emu"):
+                continue
+            batch, opt = r["shape"][0], r["extra"].get("optimizer", "sgd")
+            ours = r["extra"]["epoch_s"]
+            gpu = r["backend"].startswith("cuda")  # compare GPU with GPU, CPU with CPU
+            peers = [p for p in _ok(doc, machine=machine, op="train_peer")
+                     if p["shape"][0] == batch and p["extra"].get("optimizer", "sgd") == opt
+                     and ("(CPU)" not in p["extra"]["what"]) == gpu]
+            if not gpu:
+                peers += [p for p in _ok(doc, machine=machine, op="train_epoch",
+                                         backend="numpy")
+                          if p["shape"][0] == batch
+                          and p["extra"].get("optimizer", "sgd") == opt]
+            for p in peers:
+                name = p["extra"]["what"] if p["op"] == "train_peer" else "numpy MLP.fit"
+                epochs.append(f"| {r['backend']} | {opt} | {batch} | {_fmt_time(ours)} | {name} | "
+                              f"{_fmt_time(p['extra']['epoch_s'])} | "
+                              f"{ours / p['extra']['epoch_s']:.2f} |")
+        if epochs:
+            out += [f"One MNIST-shaped epoch on {machine} (60k × 784, 784-256-256-10, data on "
+                    "the device; ratio = ours / peer, lower is better):", "",
+                    "| ours | optimizer | batch | epoch | peer | peer epoch | ratio |",
+                    "|---|---|---|---|---|---|---|", *epochs, ""]
+    return "\n".join(out) + "\n" if out else ""
+
+
 def render(doc: dict, charts: dict | None = None) -> str:
     """The whole report.md text."""
     charts = charts or {}
@@ -504,6 +561,9 @@ def render(doc: dict, charts: dict | None = None) -> str:
     if charts.get("roofline"):
         parts += ["![roofline](roofline.png)", ""]
     parts += ["## Training", "", training_table(doc), demo_training_table(doc)]
+    ratios = peer_ratio_table(doc)
+    if ratios.strip():
+        parts += ["## Against the peers (the targets' ratios, same run)", "", ratios]
     if charts.get("training"):
         parts += ["![training throughput](training.png)", ""]
     parts += ["## The seeds' claims, recomputed", "", seed_claims(doc),

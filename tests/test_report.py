@@ -138,3 +138,29 @@ def test_roofline_bandwidth_comes_from_the_largest_copy():
     peak, bw = report.ceilings(doc)["numpy"]
     assert peak == pytest.approx(200.0)
     assert bw == pytest.approx(20.0)
+
+
+def test_peer_ratio_table_pairs_gpu_with_gpu_and_cpu_with_cpu():
+    def epoch(backend, op, batch, secs, what, optimizer="sgd"):
+        r = _row(backend, op, (batch,), median=secs / 100, group="training", what=what,
+                 optimizer=optimizer, epoch_s=secs)
+        return r
+
+    rows = [_row("cuda", "matmul", (4096,) * 3, median=2 * 4096**3 / 40e12),
+            _row("cuBLAS (CuPy)", "matmul", (4096,) * 3, median=2 * 4096**3 / 50e12),
+            epoch("cuda", "train_epoch", 64, 0.05, "MLP.fit epoch (SGD)"),
+            epoch("torch", "train_peer", 64, 0.1, "PyTorch CUDA graph (SGD)"),
+            epoch("torch", "train_peer", 64, 0.5, "PyTorch eager (CPU) (SGD)"),
+            epoch("numba", "train_epoch", 64, 0.4, "MLP.fit epoch (SGD)"),
+            epoch("numpy", "train_epoch", 64, 0.8, "MLP.fit epoch (SGD)"),
+            epoch("cuda", "train_epoch", 1024, 0.02, "MLP.fit epoch (Adam)", "adam")]
+    doc = {"machines": {"m0": {}}, "rows": rows}
+    text = report.peer_ratio_table(doc)
+    assert "| cuda vs cuBLAS (CuPy) | 4096³ | 40,000 | 50,000 | 0.80 |" in text
+    lines = [ln for ln in text.splitlines() if ln.startswith("| cuda |") or
+             ln.startswith("| numba |")]
+    assert lines == [
+        "| cuda | sgd | 64 | 50 ms | PyTorch CUDA graph (SGD) | 100 ms | 0.50 |",
+        "| numba | sgd | 64 | 400 ms | PyTorch eager (CPU) (SGD) | 500 ms | 0.80 |",
+        "| numba | sgd | 64 | 400 ms | numpy MLP.fit | 800 ms | 0.50 |"]  # no Adam peer: none
+    assert report.peer_ratio_table({"machines": {"m0": {}}, "rows": rows[-1:]}) == ""
