@@ -535,6 +535,37 @@ def test_cuda_adam_graph_with_a_device_step(gpu, rng):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_cuda_fit_replays_whole_epochs_and_memory_stays_flat(gpu, rng, optimizer):
+    """10,240 steps of MLP.fit (320 epochs of 32 batches) on device data: from the second
+    epoch on, each epoch is one recorded graph; the device memory in use does not grow, and
+    the loss matches a float64 numpy run of the same epochs."""
+    import cupy
+
+    X = rng.random((32 * 64, 784)).astype(np.float32)
+    y = rng.integers(0, 10, 32 * 64)
+    kw = dict(loss="cross_entropy", random_state=0)
+    m = mlpaccel.MLP([784, 64, 10], backend=gpu, **kw)
+    ref = mlpaccel.MLP([784, 64, 10], backend="numpy", dtype="float64", **kw)
+    lr = 0.01 if optimizer == "sgd" else 1e-3
+    Xd, Td = m.device_data(X, y)
+    for model, data in ((m, (Xd, Td)), (ref, (X, y))):
+        model.fit(*data, epochs=3, batch_size=64, optimizer=optimizer, learning_rate=lr,
+                  verbose=0, metrics=())
+    np.testing.assert_allclose(m.history["loss"], ref.history["loss"], rtol=2e-3)
+    assert gpu.info()["graph"].startswith("captured"), gpu.info()["graph"]
+    pool = cupy.get_default_memory_pool()
+    gpu.synchronize()
+    before = pool.used_bytes()
+    m.fit(Xd, Td, epochs=317, batch_size=64, optimizer=optimizer, learning_rate=lr,
+          verbose=0, metrics=())
+    gpu.synchronize()
+    assert pool.used_bytes() == before
+    assert m.optimizer.iterations == 320 * 32
+    assert np.isfinite(m.history["loss"][-1]) and m.history["loss"][-1] < m.history["loss"][0]
+
+
+@pytest.mark.cuda
 def test_cuda_arrays_out_of_memory_and_info(gpu, rng):
     import cupy
 

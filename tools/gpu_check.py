@@ -11,6 +11,7 @@ timeout never stops the later steps):
   autotune   cuda_gemm.autotune over the benchmark and MLP shapes -> mlpaccel/tuning/ (+ copy)
   bench      python3 -m mlpaccel bench --full --backends cuda --out DIR/bench (+ the peers)
   mnist      tools/mnist_fast.py recipes: test accuracy and training wall time on the GPU
+  profile    tools/step_profile.py: device time of each op of a training step (b64/1024/8192)
   bandwidth  activation kernels vs the device-to-device copy bandwidth (target >= 85%)
   racecheck  compute-sanitizer --tool racecheck over tools/sanitize_run.py
   memcheck   compute-sanitizer --tool memcheck over the same run (every kernel once)
@@ -314,6 +315,14 @@ def step_mnist(ctx: Context, limit: float) -> StepResult:
     return StepResult("mnist", _status(rc), secs, nums, _last_line(tail) if not rows else "")
 
 
+def step_profile(ctx: Context, limit: float) -> StepResult:
+    cmd = [ctx.python, str(ROOT / "tools" / "step_profile.py"), "--batches", "64", "1024", "8192",
+           "--json", str(ctx.out / "step_profile.json")]
+    rc, tail, secs = run_cmd(cmd, limit, ctx.logs / "profile.log", ctx.env)
+    lines = [ln for ln in tail.splitlines() if ln.startswith("b") and "whole step" in ln]
+    return StepResult("profile", _status(rc), secs, {}, "; ".join(lines) or _last_line(tail))
+
+
 def step_gemm_bench(ctx: Context, limit: float) -> StepResult:
     script = ROOT / "tools" / "gemm_bench.py"
     if not script.is_file():
@@ -348,6 +357,7 @@ STEPS = [  # in priority order: a step cut by the overall budget loses the least
     Step("autotune", 90, step_autotune, "GEMM tile sweep -> mlpaccel/tuning/"),
     Step("bench", 200, step_bench, "mlpaccel bench --full --backends cuda (+ peers)"),
     Step("mnist", 90, step_mnist, "tools/mnist_fast.py: MNIST accuracy and training time"),
+    Step("profile", 45, step_profile, "tools/step_profile.py: device time per op of a step"),
     Step("bandwidth", 30, step_bandwidth, "activation kernels vs copy bandwidth"),
     Step("racecheck", 90, _sanitizer_step("racecheck"), "compute-sanitizer racecheck"),
     Step("memcheck", 120, _sanitizer_step("memcheck"), "compute-sanitizer memcheck"),
