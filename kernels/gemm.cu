@@ -8,6 +8,7 @@
 // Entry points (extern "C"), one per configuration x transpose form x load width:
 //   gemm_<cfg>_<nn|tn|nt|tt>_<v|s>_f32   SIMT FP32 (v: 16-byte loads, needs every leading
 //                                         dimension % 4 == 0 and 16-byte aligned pointers)
+//   gemm_<cfg>s<3|4>_<form>_<v|s>_f32    SIMT FP32 with a cp.async ring (v path; s = gemm_simt)
 //   gemm_<tccfg>_<form>_<v|s>_f32        TF32 tensor cores (mma.sync m16n8k8), FP32 accumulate
 //   gemm_64x64x8_<form>_s_f64            FP64 (tests / golden numbers)
 //   gemm_splitk_reduce_<f32|f64>         sums split-K partials and applies the epilogue
@@ -511,6 +512,181 @@ __device__ __forceinline__ void gemm_tc_async(const float* __restrict__ A,
             }
 }
 
+// ---------------------------------------------------------------- FP32 SIMT, cp.async pipeline
+// gemm_simt's block/warp/thread tiling, outputs and epilogue, but the global -> shared copies
+// are cp.async (16 bytes, zero-filled outside the matrix) into a STAGES-deep ring in dynamic
+// shared memory (the same prologue / wait / barrier / refill sequence as gemm_tc_async), so
+// STAGES-1 k-tiles are in flight while one is multiplied and no register staging is needed.
+// cp.async cannot transpose, so each operand keeps its global orientation in smem:
+//   m/n-contiguous (A in tn/tt, B in nn/tn): [BK][BM+4] / [BK][BN+4], read as in gemm_simt
+//     (per k: TM/4 or TN/4 ld.shared.v4 along m/n);
+//   k-contiguous (A in nn/nt, B in nt/tt): row r of the tile at r*BK + (r/4)*4 ("+4 floats
+//     every 4 rows": the 4 (A) or 8 (B) rows a warp reads at once, 4 rows apart, land in
+//     distinct 4-bank groups), read as one ld.shared.v4 of 4 consecutive k per row.
+// The inner loop therefore runs over groups of KG (4 or 2) k: each thread holds a[KG][TM] and
+// b[KG][TN] (KG = 2: ld.shared.v2 for the k-contiguous operand, fewer live registers).
+// KU: unroll factor of that k-group loop (0 = all BK/KG groups; 1 keeps one group's operands
+// live, no cross-group prefetch: with KG = 2 this fits 128 registers).
+// MINB: __launch_bounds__ minimum blocks per SM (2 caps registers at 128 for 256 threads).
+// Needs the 16-byte path (every leading dimension % 4, aligned pointers): the "_s_" entry
+// points of these configs are gemm_simt with BK = 8 (static smem, register staging).
+// Dynamic smem: STAGES * (SA + SB) * 4 bytes (cuda_gemm.py GemmConfig.dynamic_smem).
+#ifdef MLPACCEL_EMU
+struct alignas(8) gemm_v2f { float x, y; };
+#else
+typedef float2 gemm_v2f;
+#endif
+// KG consecutive floats from shared memory (one ld.shared.v4 / .v2; s aligned to 4 KG bytes)
+template <int KG>
+__device__ __forceinline__ void gemm_ldsk(float* d, const float* s) {
+    if constexpr (KG == 4) {
+        gemm_lds4(d, s);
+    } else {
+        const gemm_v2f q = *reinterpret_cast<const gemm_v2f*>(s);
+        d[0] = q.x; d[1] = q.y;
+    }
+}
+
+template <int R, int CC, int L, int P, int NT>
+__device__ __forceinline__ void gemm_cp_tile(const float* gm, int ld, int r0, int rmax, int c0,
+                                             int cmax, float* s, int tid) {
+    // R x CC tile (rows [r0, rmax), cols [c0, cmax)) of gm -> s, row r at r*L + (r/4)*P
+    constexpr int SLOTS = R * CC / 4;
+#pragma unroll
+    for (int q = 0; q < (SLOTS + NT - 1) / NT; ++q) {
+        const int f = tid + q * NT;
+        if (SLOTS % NT != 0 && f >= SLOTS) break;
+        const int r = f / (CC / 4), c = (f % (CC / 4)) * 4;
+        const bool in = r0 + r < rmax && c0 + c < cmax;
+        const float* src = in ? gm + (long long)(r0 + r) * ld + (c0 + c) : gm;
+        cp_async_16_zfill(s + r * L + (r / 4) * P + c, src, in ? 16 : 0);
+    }
+}
+
+template <int BM, int BN, int BK, int WM, int WN, int TM, int TN, int STAGES, int KG, int KU,
+          bool TA, bool TB>
+__device__ __forceinline__ void gemm_simt_async(const float* __restrict__ A,
+                                                const float* __restrict__ B, float* C,
+                                                const float* bias, float* Z, const float* aux,
+                                                int M, int N, int K, int k_chunk, int epi,
+                                                float p) {
+    constexpr int NT = (BM / WM) * (BN / WN) * 32;
+    constexpr int WTR = WM / TM, WTC = WN / TN;
+    static_assert(WTR * WTC == 32, "a warp must have 32 lanes");
+    static_assert(TM % 4 == 0 && TN % 4 == 0, "micro-tile in 4x4 chunks");
+    static_assert((KG == 2 || KG == 4) && BK % 4 == 0, "k in groups of KG (8 or 16 bytes)");
+    static_assert(BM % 4 == 0 && BN % 4 == 0, "k-contiguous rows padded per group of 4");
+    // m/n-contiguous: [BK][B?+4]; k-contiguous: row r at r*BK + (r/4)*4
+    constexpr int LA = TA ? BM + 4 : BK, PA = TA ? 0 : 4;
+    constexpr int LB = TB ? BK : BN + 4, PB = TB ? 4 : 0;
+    constexpr int SA = TA ? BK * LA : BM * (BK + 1);
+    constexpr int SB = TB ? BN * (BK + 1) : BK * LB;
+    extern __shared__ __align__(16) float gemm_smem[];
+    float* As = gemm_smem;
+    float* Bs = gemm_smem + STAGES * SA;
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;
+    const int tr = lane / WTC, tc = lane % WTC;
+    const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN;
+    const int kb = blockIdx.z * k_chunk;
+    const int ke = K < kb + k_chunk ? K : kb + k_chunk;
+    if (gridDim.z > 1) C += (long long)blockIdx.z * M * N;
+
+    auto fetch = [&](int k0, int stage) {
+        float* sa = As + stage * SA;
+        float* sb = Bs + stage * SB;
+        if (TA) gemm_cp_tile<BK, BM, LA, PA, NT>(A, M, k0, ke, bm0, M, sa, tid);
+        else gemm_cp_tile<BM, BK, LA, PA, NT>(A, K, bm0, M, k0, ke, sa, tid);
+        if (TB) gemm_cp_tile<BN, BK, LB, PB, NT>(B, K, bn0, N, k0, ke, sb, tid);
+        else gemm_cp_tile<BK, BN, LB, PB, NT>(B, N, k0, ke, bn0, N, sb, tid);
+    };
+
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+
+    const int ntiles = ke > kb ? (ke - kb + BK - 1) / BK : 0;
+    // prologue: STAGES-1 tiles in flight; a group is committed even when empty so that
+    // "wait until <= STAGES-2 groups pending" always means "tile t has landed"
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < ntiles) fetch(kb + s * BK, s);
+        cp_async_commit();
+    }
+    for (int t = 0; t < ntiles; ++t) {
+        cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile t visible to all; every warp is done with tile t-1's stage
+        {
+            const int nt = t + STAGES - 1;
+            if (nt < ntiles) fetch(kb + nt * BK, nt % STAGES);
+            cp_async_commit();
+        }
+        const float* as = As + (t % STAGES) * SA;
+        const float* bs = Bs + (t % STAGES) * SB;
+        constexpr int kunroll = KU > 0 ? KU : BK / KG;
+#pragma unroll kunroll
+        for (int k4 = 0; k4 < BK; k4 += KG) {
+            float a[KG][TM], b[KG][TN];
+#pragma unroll
+            for (int c = 0; c < TM / 4; ++c) {
+                const int m0 = wm0 + c * WTR * 4 + tr * 4;  // gemm_simt's rows m0 .. m0+3
+                if (TA) {
+#pragma unroll
+                    for (int kk = 0; kk < KG; ++kk)
+                        gemm_lds4(&a[kk][c * 4], as + (k4 + kk) * LA + m0);
+                } else {
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        float q[KG];
+                        gemm_ldsk<KG>(q, as + (m0 + i) * LA + ((m0 + i) / 4) * PA + k4);
+#pragma unroll
+                        for (int kk = 0; kk < KG; ++kk) a[kk][c * 4 + i] = q[kk];
+                    }
+                }
+            }
+#pragma unroll
+            for (int c = 0; c < TN / 4; ++c) {
+                const int n0 = wn0 + c * WTC * 4 + tc * 4;
+                if (!TB) {
+#pragma unroll
+                    for (int kk = 0; kk < KG; ++kk)
+                        gemm_lds4(&b[kk][c * 4], bs + (k4 + kk) * LB + n0);
+                } else {
+#pragma unroll
+                    for (int j = 0; j < 4; ++j) {
+                        float q[KG];
+                        gemm_ldsk<KG>(q, bs + (n0 + j) * LB + ((n0 + j) / 4) * PB + k4);
+#pragma unroll
+                        for (int kk = 0; kk < KG; ++kk) b[kk][c * 4 + j] = q[kk];
+                    }
+                }
+            }
+#pragma unroll
+            for (int kk = 0; kk < KG; ++kk)
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+#pragma unroll
+                    for (int j = 0; j < TN; ++j) acc[i][j] += a[kk][i] * b[kk][j];
+        }
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = bm0 + wm0 + (i / 4) * WTR * 4 + tr * 4 + (i % 4);
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = bn0 + wn0 + (j / 4) * WTC * 4 + tc * 4 + (j % 4);
+            if (n < N) gemm_store(C, bias, Z, aux, N, m, n, acc[i][j], epi, p);
+        }
+    }
+}
+
 // ---------------------------------------------------------------- split-K reduction
 // C[m, n] = epilogue(sum_z W[z, m, n]); one thread per element, grid-stride.
 template <typename T>
@@ -594,6 +770,23 @@ extern "C" __global__ void gemm_splitk_reduce_f64(const double* W, double* C,
     GEMM_TC_ONE(NAME, _nt_s_f32, BM, BN, 8, WM, WN, false, true, false)                     \
     GEMM_TC_ONE(NAME, _tt_s_f32, BM, BN, 8, WM, WN, true, true, false)
 
+#define GEMM_SA_ONE(NAME, SUF, BM, BN, BK, WM, WN, TM, TN, ST, KG, KU, MINB, TA, TB)        \
+    extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB)           \
+        gemm_##NAME##SUF(GEMM_PARAMS(float)) {                                               \
+        gemm_simt_async<BM, BN, BK, WM, WN, TM, TN, ST, KG, KU, TA, TB>(GEMM_ARGS);          \
+    }
+// fp32 cp.async config: the 16-byte path pipelined (gemm_simt_async), the scalar path = the
+// register-staged gemm_simt at BK 8 (same tiles, static smem)
+#define GEMM_SIMT_ASYNC(NAME, BM, BN, BK, WM, WN, TM, TN, ST, KG, KU, MINB)                  \
+    GEMM_SA_ONE(NAME, _nn_v_f32, BM, BN, BK, WM, WN, TM, TN, ST, KG, KU, MINB, false, false) \
+    GEMM_SA_ONE(NAME, _tn_v_f32, BM, BN, BK, WM, WN, TM, TN, ST, KG, KU, MINB, true, false)  \
+    GEMM_SA_ONE(NAME, _nt_v_f32, BM, BN, BK, WM, WN, TM, TN, ST, KG, KU, MINB, false, true)  \
+    GEMM_SA_ONE(NAME, _tt_v_f32, BM, BN, BK, WM, WN, TM, TN, ST, KG, KU, MINB, true, true)   \
+    GEMM_SIMT_ONE(NAME, float, _nn_s_f32, BM, BN, 8, WM, WN, TM, TN, false, false, false)    \
+    GEMM_SIMT_ONE(NAME, float, _tn_s_f32, BM, BN, 8, WM, WN, TM, TN, true, false, false)     \
+    GEMM_SIMT_ONE(NAME, float, _nt_s_f32, BM, BN, 8, WM, WN, TM, TN, false, true, false)     \
+    GEMM_SIMT_ONE(NAME, float, _tt_s_f32, BM, BN, 8, WM, WN, TM, TN, true, true, false)
+
 // Configuration table; ids and names must match CONFIGS in mlpaccel/backends/cuda_gemm.py.
 //                       name         BM   BN  BK  WM  WN  TM TN   threads
 #if GEMM_WANT(0)
@@ -634,4 +827,14 @@ GEMM_TCA(tc128x128x16s4, 128, 128, 16, 64, 32, 4)       // 256, cp.async 4 stage
 #endif
 #if GEMM_WANT(12)
 GEMM_TCA(tc128x256x32s3, 128, 256, 32, 64, 64, 3)       // 256, warp tile 64x64, 3 stages
+#endif
+// fp32 cp.async (gemm_simt_async):  name  BM  BN  BK  WM  WN  TM TN  stages KG KU minblocks/SM
+#if GEMM_WANT(13)
+GEMM_SIMT_ASYNC(128x128x16s3, 128, 128, 16, 32, 64, 8, 8, 3, 2, 1, 2)  // 256, 3 stages, 50 KB
+#endif
+#if GEMM_WANT(14)
+GEMM_SIMT_ASYNC(128x128x16s4, 128, 128, 16, 32, 64, 8, 8, 4, 2, 1, 2)  // 256, 4 stages, 67 KB
+#endif
+#if GEMM_WANT(15)
+GEMM_SIMT_ASYNC(128x256x16s3, 128, 256, 16, 32, 128, 8, 16, 3, 2, 1, 1) // 256, 8x16, 74 KB
 #endif

@@ -85,7 +85,9 @@ def _shapes(cfg, big=False):
     bm, bn, bk = cfg.bm, cfg.bn, cfg.bk
     if big:
         return [(1, 1, 1), (257, 509, 131), (bm * 3 + 1, bn * 2 + 3, 1000), (1024, 768, 512)]
-    return [(1, 1, 1), (7, 13, 3), (bm + 1, bn + 3, 2 * bk + 5), (bm - 4, bn + 4, 3 * bk + 4)]
+    # 16-byte path: enough k-tiles that a cp.async ring of `stages` wraps around twice
+    kt = max(3, 2 * cfg.stages + 1)
+    return [(1, 1, 1), (7, 13, 3), (bm + 1, bn + 3, 2 * bk + 5), (bm - 4, bn + 4, kt * bk + 4)]
 
 
 def _check_config(driver, rng, cfg, forms, big=False):
@@ -251,6 +253,63 @@ def test_split_k_emu(emu, rng):
     got = _run(emu, np.zeros((3, 0), np.float32), np.zeros((0, 5), np.float32), "nn",
                bias=bias, activation="relu", split_k=4)
     np.testing.assert_array_equal(got, np.broadcast_to(np.maximum(bias, 0), (3, 5)))
+
+
+@pytest.mark.emu
+def test_autotune_rejects_wrong_candidates_emu(emu, monkeypatch, tmp_path):
+    """A candidate whose result is wrong (here: one element off) or that raises is never
+    timed nor picked; every other config passes the float64 check."""
+    real = cg.matmul
+
+    def faulty(driver, a, b, *args, config=None, **kw):
+        out = real(driver, a, b, *args, config=config, **kw)
+        if config is not None and config.name == "128x128x8":
+            out[3, 5] += 1.0  # one stale element
+        if config is not None and config.name == "64x64x16":
+            raise RuntimeError("launch failed")
+        return out
+
+    monkeypatch.setattr(cg, "matmul", faulty)
+    rejected: list = []
+    with pytest.warns(RuntimeWarning, match="rejected"):
+        rows = cg.tune_shape(emu, 70, 66, 40, "tn", "fp32", warmup=0, repeats=1,
+                             rejected=rejected)
+    assert {r["config"] for r in rejected} == {"128x128x8", "64x64x16"}
+    names = {r["config"] for r in rows}
+    assert names == {c.name for c in cg.configs("fp32")} - {"128x128x8", "64x64x16"}
+    assert all(r["error"] < cg.VERIFY_TOL["fp32"] for r in rows)
+    with pytest.warns(RuntimeWarning):
+        table = cg.autotune(emu, [(70, 66, 40, "tn")], warmup=0, repeats=1,
+                            path=tmp_path / "t.json")
+    (entry,) = table.values()
+    assert entry["config"] not in ("128x128x8", "64x64x16") and len(entry["rejected"]) == 2
+    assert cg.load_table("x", tmp_path / "t.json")[cg.table_key("fp32", "tn", 70, 66, 40)]
+
+
+ASYNC_FP32 = [c for c in cg.configs("fp32") if c.stages]
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize("cfg", ASYNC_FP32, ids=lambda c: c.name)
+def test_async_fp32_epilogue_and_split_k_emu(emu, rng, cfg):
+    """The cp.async FP32 configs' 16-byte path with the fused epilogue and with split-K (each
+    slice a ring of several k-tiles), every form."""
+    xp = emu.xp
+    M, N, K = cfg.bm + 4, cfg.bn - 4, (2 * cfg.stages + 2) * cfg.bk + 4
+    for form in FORMS:
+        a, b = _operands(rng, M, N, K, form, np.float32)
+        bias = rng.standard_normal(N).astype(np.float32)
+        zref = _ref(a, b, form) + bias
+        z_out = xp.full((M, N), np.nan, dtype=np.float32)
+        got = _run(emu, a, b, form, config=cfg.name, bias=bias, activation="gelu",
+                   z_out=z_out)
+        assert _relerr(z_out, zref) < 1e-5, form
+        assert _relerr(got, _act_ref("gelu", zref)) < 1e-5, form
+        got = _run(emu, a, b, form, config=cfg.name, bias=bias, activation="relu", split_k=2)
+        assert _relerr(got, np.maximum(zref, 0)) < 1e-5, f"split-K {form}"
+    # the scalar fallback (odd leading dimensions) of the same config
+    a, b = _operands(rng, M, N + 1, K + 1, "nn", np.float32)
+    assert _relerr(_run(emu, a, b, "nn", config=cfg.name), _ref(a, b, "nn")) < 1e-5
 
 
 # ---------------------------------------------------------------- real GPU

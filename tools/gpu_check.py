@@ -165,9 +165,9 @@ def step_tests(ctx: Context, limit: float) -> StepResult:
     # -o addopts=-ra: the project's addopts name pytest-benchmark, which may be absent here
     # --continue-on-collection-errors: a test module needing a package this machine lacks
     # (numba, hypothesis, ...) must not stop the cuda tests of the other modules
-    # -v --tb=line: every test's name and verdict reach the log as it runs, so a run cut off
+    # -v --tb=short: every test's name and verdict reach the log as it runs, so a run cut off
     # by its time limit still says which test failed (a junit file is only written at the end)
-    cmd = [ctx.python, "-m", "pytest", "-v", "--tb=line", "-o", "addopts=-ra", "-m", "cuda",
+    cmd = [ctx.python, "-m", "pytest", "-v", "--tb=short", "-o", "addopts=-ra", "-m", "cuda",
            "--continue-on-collection-errors", "-p", "no:cacheprovider",
            "--junitxml", str(junit), "tests"]
     if not missing_modules(("xdist",)):  # NVRTC compiles dominate: spread the modules over workers

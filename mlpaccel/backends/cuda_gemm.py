@@ -14,6 +14,7 @@ import json
 import math
 import re
 import time
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,11 +44,15 @@ class GemmConfig:
 
     def dynamic_smem(self, transpose_a: bool, transpose_b: bool, vec: bool) -> int:
         """Bytes of dynamic shared memory the launch needs (0 unless a cp.async config runs
-        its 16-byte path); mirrors LA/LB/SA/SB in gemm_tc_async."""
+        its 16-byte path); mirrors SA/SB in gemm_tc_async (tf32) and gemm_simt_async (fp32)."""
         if not (self.stages and vec):
             return 0
-        sa = self.bk * (self.bm + 8) if transpose_a else self.bm * (self.bk + 4)
-        sb = self.bn * (self.bk + 4) if transpose_b else self.bk * (self.bn + 8)
+        if self.precision == "tf32":
+            sa = self.bk * (self.bm + 8) if transpose_a else self.bm * (self.bk + 4)
+            sb = self.bn * (self.bk + 4) if transpose_b else self.bk * (self.bn + 8)
+        else:  # m/n-contiguous [BK][B?+4]; k-contiguous rows + 4 floats per 4 rows
+            sa = self.bk * (self.bm + 4) if transpose_a else self.bm * (self.bk + 1)
+            sb = self.bn * (self.bk + 1) if transpose_b else self.bk * (self.bn + 4)
         return self.stages * (sa + sb) * 4
 
 
@@ -66,6 +71,9 @@ _CONFIGS = (
     GemmConfig("tc128x128x32s3", 10, "tf32", 128, 128, 32, 256, 3),
     GemmConfig("tc128x128x16s4", 11, "tf32", 128, 128, 16, 256, 4),
     GemmConfig("tc128x256x32s3", 12, "tf32", 128, 256, 32, 256, 3),
+    GemmConfig("128x128x16s3", 13, "fp32", 128, 128, 16, 256, 3),
+    GemmConfig("128x128x16s4", 14, "fp32", 128, 128, 16, 256, 4),
+    GemmConfig("128x256x16s3", 15, "fp32", 128, 256, 16, 256, 3),
 )
 _BY_NAME = {c.name: c for c in _CONFIGS}
 PRECISIONS = ("fp32", "tf32", "fp64")
@@ -404,11 +412,45 @@ def candidates(M: int, N: int, K: int, precision: str) -> list[tuple[GemmConfig,
     return out
 
 
+#: autotune acceptance: max |C - reference| / rms(reference) per precision. Unit-normal
+#: operands give entries of size ~sqrt(K); rounding gives ~1e-6 (fp32) and ~3e-3 (tf32, at
+#: K = 8192) of that, while one lost k-tile or a stale/unwritten element is >= 3e-2.
+VERIFY_TOL = {"fp32": 1e-3, "tf32": 2e-2, "fp64": 1e-9}
+
+
+def _reference(driver, a, b, ta: bool, tb: bool):
+    """op(A) @ op(B) in float64 by the array library (cuBLAS DGEMM through CuPy on a GPU,
+    NumPy on cuda-emu): independent of every kernel in gemm.cu and of TF32 settings."""
+    xp = driver.xp
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    return xp.matmul(a64.T if ta else a64, b64.T if tb else b64)
+
+
+def verify_error(driver, out, ref) -> float:
+    """max |out - ref| / rms(ref) (inf when ``out`` holds a NaN/inf, e.g. unwritten)."""
+    xp = driver.xp
+    if not bool(xp.isfinite(out).all()):
+        return math.inf
+    if not ref.size:
+        return 0.0
+    ref64 = ref.astype(np.float64, copy=False)
+    scale = float(xp.sqrt(xp.mean(ref64 * ref64)))
+    err = float(xp.max(xp.abs(out.astype(np.float64) - ref64)))
+    return err / (scale if scale > 0 else 1.0)
+
+
 def tune_shape(driver, M: int, N: int, K: int, form: str = "nn", precision: str = "fp32",
-               warmup: int = 3, repeats: int = 10, seed: int = 0) -> list[dict]:
+               warmup: int = 3, repeats: int = 10, seed: int = 0, verify: bool = True,
+               rejected: list | None = None) -> list[dict]:
     """Median time of every candidate (config, split_k) for one problem, fastest first:
-    ``[{"config", "split_k", "seconds", "gflops"}, ...]``. Compilation happens in the warm-up,
-    outside the timings (CUDA events on a GPU, wall clock on the emulator)."""
+    ``[{"config", "split_k", "seconds", "gflops", "error"}, ...]``. Compilation happens in the
+    checked first run, outside the timings (CUDA events on a GPU, wall clock on the emulator).
+
+    With ``verify`` (default) each candidate first computes the product into a NaN-poisoned
+    output that must match a float64 ``xp.matmul`` (``verify_error`` <= ``VERIFY_TOL``); a candidate
+    that differs, leaves an element unwritten or raises (compile or launch error) is never
+    timed nor returned, so the autotuner cannot pick a wrong kernel. Rejections are appended
+    to ``rejected`` ({"config", "split_k", "error"/"exception"}) when given, and warned."""
     xp = driver.xp
     rng = np.random.default_rng(seed)
     dt = np.float64 if precision == "fp64" else np.float32
@@ -416,14 +458,34 @@ def tune_shape(driver, M: int, N: int, K: int, form: str = "nn", precision: str 
     a = xp.asarray(rng.standard_normal((K, M) if ta else (M, K)).astype(dt))
     b = xp.asarray(rng.standard_normal((N, K) if tb else (K, N)).astype(dt))
     out = xp.empty((M, N), dtype=dt)
+    ref = _reference(driver, a, b, ta, tb) if verify else None
     rows = []
     for cfg, split in candidates(M, N, K, precision):
         def run(cfg=cfg, split=split):
             matmul(driver, a, b, ta, tb, out=out, precision=precision, config=cfg,
                    split_k=split)
+        err = None
+        if verify:
+            why: dict = {}
+            try:
+                out.fill(np.nan)
+                run()
+                driver.synchronize()
+                err = verify_error(driver, out, ref)
+                if not err <= VERIFY_TOL[precision]:
+                    why = {"error": err}
+            except Exception as exc:  # noqa: BLE001 - a broken candidate is skipped, not fatal
+                why = {"exception": f"{type(exc).__name__}: {str(exc)[:500]}"}
+            if why:
+                bad = dict(config=cfg.name, split_k=split, **why)
+                if rejected is not None:
+                    rejected.append(bad)
+                warnings.warn(f"autotune {precision} {form} {M}x{N}x{K}: rejected {cfg.name} "
+                              f"split {split}: {why}", RuntimeWarning, stacklevel=2)
+                continue
         t = _timer(driver, run, warmup, repeats)
         rows.append({"config": cfg.name, "split_k": split, "seconds": t,
-                     "gflops": 2.0 * M * N * K / t / 1e9})
+                     "gflops": 2.0 * M * N * K / t / 1e9, "error": err})
     return sorted(rows, key=lambda r: r["seconds"])
 
 
@@ -454,15 +516,25 @@ def autotune(driver, shapes: Iterable[Sequence], precision: str = "fp32", warmup
              repeats: int = 10, write: bool = True, path: Path | None = None) -> dict:
     """Time every candidate (config, split_k) for each shape (``tune_shape``), keep the fastest.
 
-    ``shapes``: (M, N, K) or (M, N, K, form) with form in nn/tn/nt/tt. Returns the table
-    ``{key: {"config", "split_k", "seconds", "gflops", "shape"}}``; with ``write`` merges it
-    into ``mlpaccel/tuning/<device>.json`` (or ``path``)."""
+    ``shapes``: (M, N, K) or (M, N, K, form) with form in nn/tn/nt/tt. Only candidates whose
+    result matches ``xp.matmul`` are timed (``tune_shape``'s check). Returns the table
+    ``{key: {"config", "split_k", "seconds", "gflops", "error", "shape"}}`` (plus
+    ``"rejected"`` when a candidate failed the check; a shape with no valid candidate gets
+    no entry, i.e. keeps the heuristic); with ``write`` merges it into
+    ``mlpaccel/tuning/<device>.json`` (or ``path``)."""
     table: dict = {}
     for shape in shapes:
         M, N, K = (int(v) for v in shape[:3])
         form = shape[3] if len(shape) > 3 else "nn"
-        best = tune_shape(driver, M, N, K, form, precision, warmup, repeats)[0]
-        table[table_key(precision, form, M, N, K)] = dict(best, shape=[M, N, K])
+        rejected: list = []
+        rows = tune_shape(driver, M, N, K, form, precision, warmup, repeats,
+                          rejected=rejected)
+        if not rows:
+            continue
+        entry = dict(rows[0], shape=[M, N, K])
+        if rejected:
+            entry["rejected"] = rejected
+        table[table_key(precision, form, M, N, K)] = entry
     if write:
         save_table(driver, table, path)
     return table
