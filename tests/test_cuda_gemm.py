@@ -330,3 +330,64 @@ def test_split_k_and_default_choice_cuda(gpu, rng):
     _check_split_k(gpu, rng, np.float32, [((784, 256, 8192), "tn", 8), ((64, 784, 256), "nt", 2)])
     a, b = _operands(rng, 784, 256, 8192, "tn", np.float32)  # default config + split choice
     assert _relerr(_run(gpu, a, b, "tn"), _ref(a, b, "tn")) < 1e-5
+
+
+@pytest.mark.emu
+def test_split_k_uses_the_given_workspace_emu(emu, rng):
+    """A K split writes its partial sums into the caller's workspace (the backend's scratch,
+    which outlives a recorded graph) instead of allocating one, and gives the same result."""
+    xp = emu.xp
+    a, b = _operands(rng, 40, 24, 256, "nn", np.float32)
+    scratch = xp.full(4 * 40 * 24 + 7, np.nan, dtype=np.float32)
+    asked = []
+
+    def workspace(n, dtype):
+        asked.append((n, np.dtype(dtype)))
+        return scratch
+
+    out = cg.matmul(emu, xp.asarray(a), xp.asarray(b), split_k=4, workspace=workspace)
+    assert asked == [(4 * 40 * 24, np.dtype(np.float32))]
+    assert np.isfinite(scratch[:4 * 40 * 24]).all()  # the partials went there
+    assert _relerr(out, _ref(a, b, "nn")) < 1e-5
+
+
+
+def test_autotune_timer_replays_a_recorded_graph_of_inner_calls():
+    """On a GPU the timer records ``inner`` calls into one graph and divides each replay's
+    event time by ``inner`` (device time, not Python launch time)."""
+    import types
+
+    calls = []
+
+    class Stream:
+        def __init__(self, non_blocking=False):
+            self.capturing = False
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def begin_capture(self, mode=None):
+            self.capturing = True
+
+        def end_capture(self):
+            self.capturing = False
+            return types.SimpleNamespace(launch=lambda stream: calls.append("replay"))
+
+    class Event:
+        def record(self, stream=None):
+            self.t = len(calls)
+
+        def synchronize(self):
+            pass
+
+    cuda = types.SimpleNamespace(Stream=Stream, Event=Event,
+                                 runtime=types.SimpleNamespace(streamCaptureModeRelaxed=2),
+                                 get_elapsed_time=lambda e0, e1: 100.0 * (e1.t - e0.t))
+    driver = types.SimpleNamespace(xp=types.SimpleNamespace(cuda=cuda),
+                                   synchronize=lambda: None)
+    t = cg._timer(driver, lambda: calls.append("fn"), warmup=2, repeats=3, inner=10)
+    assert calls.count("fn") == 2 + 10 and calls.count("replay") == 3
+    assert t == pytest.approx(100.0 / 1e3 / 10)

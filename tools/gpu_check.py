@@ -295,8 +295,8 @@ def mnist_dir() -> Path | None:
 
 #: HIDDEN/OPTIMIZER/LR/BATCH/EPOCHS runs of tools/mnist_fast.py (target: >= 98.0% test
 #: accuracy in < 1 s of training with the data on the GPU)
-MNIST_RECIPES = ("256,256/adam/1e-3/128/8", "256,256/adam/1e-3/128/12",
-                 "512,512/adam/1e-3/128/8", "1024,1024/adam/5e-4/256/10",
+MNIST_RECIPES = ("1024,1024/adam/5e-4/256/10", "1024,1024/adam/5e-4/256/8",
+                 "512,512/adam/5e-4/256/10", "256,256/adam/1e-3/128/12",
                  "256,256/momentum/0.05/64/10")
 
 

@@ -404,7 +404,7 @@ class CudaBackend(Backend):
         out = self._out(out, (m, n), a.dtype)
         return _gemm().matmul(self.driver, a, b, transpose_a=transpose_a,
                               transpose_b=transpose_b, out=out, precision=self._precision(a.dtype),
-                              split_k=self._split_k())
+                              split_k=self._split_k(), workspace=self._splitk_ws)
 
     def _precision(self, dtype) -> str:
         """The GEMM precision for arrays of ``dtype``: the tf32 option applies to float32
@@ -412,9 +412,14 @@ class CudaBackend(Backend):
         return self.precision if np.dtype(dtype) == np.float32 else "fp32"
 
     def _split_k(self) -> int | None:
-        """None (the GEMM picks) normally; 1 while recording a graph, because a K split
-        allocates a workspace inside the GEMM that the recorded graph would outlive."""
-        return 1 if self._capture_keep is not None else None
+        """None: the GEMM picks its K split (tuning table or heuristic), also while recording
+        a graph, since split-K's workspace is the backend's scratch (``_splitk_ws``)."""
+        return None
+
+    def _splitk_ws(self, n: int, dtype):
+        """Split-K partial sums: one scratch buffer for every GEMM. Launches on one stream run
+        in order, so a GEMM's reduction has read the partials before the next GEMM writes."""
+        return self._scratch_buf("splitk", n, dtype)
 
     # ------------------------------------------------------------------ elementwise
     def activation(self, name, z, out=None, **params):
@@ -701,10 +706,10 @@ class CudaBackend(Backend):
             a = self._out(out_a, shape, x.dtype)
             gemm.matmul(self.driver, x, W, out=a, bias=b, activation=name, z_out=z,
                         alpha=p.get("alpha", 0.01), precision=self._precision(x.dtype),
-                        split_k=self._split_k())
+                        split_k=self._split_k(), workspace=self._splitk_ws)
             return z, a
         gemm.matmul(self.driver, x, W, out=z, bias=b, precision=self._precision(x.dtype),
-                    split_k=self._split_k())
+                    split_k=self._split_k(), workspace=self._splitk_ws)
         if name == "linear":
             return z, z
         return z, self.activation(name, z, out=out_a, **p)

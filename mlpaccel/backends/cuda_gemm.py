@@ -279,7 +279,7 @@ def _epilogue(activation, grad_activation, bias, z_out, grad_aux) -> int:
 def matmul(driver, a, b, transpose_a: bool = False, transpose_b: bool = False, out=None,
            bias=None, activation: str | None = None, precision: str = "fp32",
            config: str | GemmConfig | None = None, *, z_out=None, grad_activation=None,
-           grad_aux=None, alpha: float = 0.01, split_k: int | None = None):
+           grad_aux=None, alpha: float = 0.01, split_k: int | None = None, workspace=None):
     """C = epilogue(op(A) @ op(B)) on ``driver``; returns ``out`` (allocated when None).
 
     Shapes: op(A) (M, K), op(B) (K, N), C (M, N); op(X) = X^T when its flag is set (read in
@@ -290,8 +290,9 @@ def matmul(driver, a, b, transpose_a: bool = False, transpose_b: bool = False, o
     ``delta = (delta_next W^T) * f'(z)`` in one kernel. ``precision``: "fp32" (float32 SIMT),
     "tf32" (float32 in/out on tensor cores, ~1e-3 relative error) or "fp64"; float64 inputs
     always use fp64. ``config`` forces a tile configuration, ``split_k`` a K split (1 = none);
-    by default both come from the tuning table or the heuristic. Split-K allocates a
-    (split, M, N) workspace: pass ``split_k=1`` inside CUDA-graph capture.
+    by default both come from the tuning table or the heuristic. Split-K needs a (split, M, N)
+    workspace: ``workspace(n, dtype)`` returns a flat array of >= n elements (a buffer that
+    outlives a recorded graph, e.g. the backend's scratch); without it one is allocated.
     """
     xp = driver.xp
     _check2d("a", a)
@@ -359,7 +360,10 @@ def matmul(driver, a, b, transpose_a: bool = False, transpose_b: bool = False, o
                 scalar(alpha))
         driver.launch(mod, kernel, grid, (cfg.threads, 1, 1), args, smem)
         return out
-    ws = xp.empty((split, M, N), dtype=dt)
+    if workspace is None:
+        ws = xp.empty((split, M, N), dtype=dt)
+    else:  # the launches on one stream are ordered: one scratch serves every split GEMM
+        ws = workspace(split * M * N, dt)[:split * M * N].reshape(split, M, N)
     args = (a, b, ws, dummy, dummy, dummy, np.int32(M), np.int32(N), np.int32(K),
             np.int32(k_chunk), np.int32(0), scalar(alpha))
     driver.launch(mod, kernel, grid, (cfg.threads, 1, 1), args, smem)
@@ -374,28 +378,68 @@ def matmul(driver, a, b, transpose_a: bool = False, transpose_b: bool = False, o
 
 
 # ---------------------------------------------------------------- autotuning
-def _timer(driver, fn, warmup: int, repeats: int) -> float:
-    """Median seconds of ``fn()``: CUDA events when the driver's xp is CuPy, else wall clock."""
+def _timer(driver, fn, warmup: int, repeats: int, inner: int | None = None) -> float:
+    """Median seconds of ``fn()``. On a GPU ``inner`` calls are recorded into one CUDA graph
+    and each replay is timed with CUDA events: device time only, as in a recorded training
+    step (timing single Python launches would favour candidates with fewer launches, e.g.
+    no split-K, whenever the host is slower than the kernel). Falls back to events around
+    single calls if recording fails; wall clock on the emulator. ``inner`` defaults to enough
+    calls for ~0.2 ms per replay (at most 20)."""
     xp = driver.xp
     for _ in range(warmup):
         fn()
     driver.synchronize()
-    times = []
     cuda = getattr(xp, "cuda", None)
-    for _ in range(repeats):
-        if cuda is not None:
+    if cuda is not None:
+        if inner is None:
             e0, e1 = cuda.Event(), cuda.Event()
             e0.record()
             fn()
             e1.record()
             e1.synchronize()
-            times.append(cuda.get_elapsed_time(e0, e1) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            driver.synchronize()
-            times.append(time.perf_counter() - t0)
+            once = cuda.get_elapsed_time(e0, e1) / 1e3
+            inner = max(1, min(20, math.ceil(2e-4 / max(once, 1e-7))))
+        graph, stream = _record(cuda, fn, inner)
+        times = []
+        for _ in range(repeats):
+            e0, e1 = cuda.Event(), cuda.Event()
+            if graph is not None:
+                e0.record(stream)
+                graph.launch(stream)
+                e1.record(stream)
+            else:
+                e0.record()
+                fn()
+                e1.record()
+            e1.synchronize()
+            times.append(cuda.get_elapsed_time(e0, e1) / 1e3 / (inner if graph else 1))
+        return float(np.median(times))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        driver.synchronize()
+        times.append(time.perf_counter() - t0)
     return float(np.median(times))
+
+
+def _record(cuda, fn, n: int):
+    """(graph of ``n`` calls of ``fn``, its stream), or (None, None) if recording fails."""
+    stream = cuda.Stream(non_blocking=True)
+    mode = getattr(cuda.runtime, "streamCaptureModeRelaxed", None)
+    try:
+        with stream:
+            stream.begin_capture(mode) if mode is not None else stream.begin_capture()
+            try:
+                for _ in range(n):
+                    fn()
+            finally:
+                graph = stream.end_capture()
+        return graph, stream
+    except Exception as exc:  # noqa: BLE001 - time single calls instead
+        warnings.warn(f"autotune: recording failed ({exc}); timing single launches",
+                      RuntimeWarning, stacklevel=3)
+        return None, None
 
 
 def candidates(M: int, N: int, K: int, precision: str) -> list[tuple[GemmConfig, int]]:
@@ -406,7 +450,9 @@ def candidates(M: int, N: int, K: int, precision: str) -> list[tuple[GemmConfig,
         out.append((c, 1))
         blocks = math.ceil(M / c.bm) * math.ceil(N / c.bn)
         s = 2
-        while s <= 16 and K // s >= 128 and blocks * s <= 4 * 132:
+        # small grids (the MLP's batch-64 layers) need deep splits: each K slice of >= 64
+        # keeps >= 4 k-tiles, and a block's k-loop is latency-bound there, not FMA-bound
+        while s <= 16 and K // s >= 64 and blocks * s <= 4 * 132:
             out.append((c, s))
             s *= 2
     return out
@@ -458,12 +504,13 @@ def tune_shape(driver, M: int, N: int, K: int, form: str = "nn", precision: str 
     a = xp.asarray(rng.standard_normal((K, M) if ta else (M, K)).astype(dt))
     b = xp.asarray(rng.standard_normal((N, K) if tb else (K, N)).astype(dt))
     out = xp.empty((M, N), dtype=dt)
+    ws = xp.empty(16 * M * N, dtype=dt)  # split-K scratch, allocated outside any recording
     ref = _reference(driver, a, b, ta, tb) if verify else None
     rows = []
     for cfg, split in candidates(M, N, K, precision):
         def run(cfg=cfg, split=split):
             matmul(driver, a, b, ta, tb, out=out, precision=precision, config=cfg,
-                   split_k=split)
+                   split_k=split, workspace=lambda n, _dt: ws)
         err = None
         if verify:
             why: dict = {}
