@@ -140,7 +140,8 @@ class MLP:
     # ------------------------------------------------------------------ pickling
     #: device-side state that pickling drops and unpickling rebuilds (see __getstate__)
     _DEVICE_STATE = ("backend", "_params", "_grads", "_views", "_gviews", "_steps",
-                     "_steps_opt", "_snapshot", "_snap_turn", "optimizer", "_stage")
+                     "_steps_opt", "_snapshot", "_snap_turn", "optimizer", "_stage",
+                     "_pending_order")
 
     def __getstate__(self) -> dict:
         """Pickle/deepcopy support (joblib, scikit-learn's clone of fitted wrappers): keeps the

@@ -166,17 +166,26 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
     bar = _progress(epochs, verbose)
     model.stop_training = False
     start_epoch = len(hist.get("loss", []))
+    pending = None
+    kept = model.__dict__.pop("_pending_order", None)
+    if shuffling and kept is not None and len(kept) == N:
+        pending = kept
     try:
         for epoch in range(epochs):
             B.assign(snapshot, model._params)
             B.assign(acc, np.zeros((), model.dtype))
             if shuffling:
-                order = model._shuffle_rng.permutation(N)
+                order = pending if pending is not None else model._shuffle_rng.permutation(N)
+                pending = None
                 B.take_rows(X_dev, order, out=Xs)
                 B.take_rows(T_dev, order, out=Ts)
             # every full batch in one call: one CUDA graph launch per epoch where the backend
             # records, the same Python loop (no copies) where it does not
             model._epoch_fn(batches, full / N, acc, opt, sources=(Xs_flat, Ts_flat))()
+            if shuffling and epoch + 1 < epochs:
+                # the next epoch's order, drawn while a GPU still runs this one (an unused
+                # draw is kept for the next fit, so the shuffle sequence never changes)
+                pending = model._shuffle_rng.permutation(N)
             if ragged is not None:  # the short last batch runs eagerly on its own buffers
                 B.axpy(ragged[0].shape[0] / N, model._run_ragged(*ragged, opt), acc)
             loss = float(B.to_numpy(acc))
@@ -206,6 +215,8 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
             if model.stop_training:
                 break
     finally:
+        if pending is not None:
+            model._pending_order = pending
         if bar is not None:
             bar.close()
     if stopper is not None and stopper.restore_best_weights and stopper._best_params is not None:

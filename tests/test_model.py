@@ -190,6 +190,32 @@ def test_fit_continues_and_keeps_optimizer_state(rng):
     assert b.optimizer is not opt
 
 
+def test_shuffle_sequence_is_the_same_however_epochs_are_split(rng):
+    """The next epoch's order is drawn ahead (to overlap a GPU epoch); an unused draw carries
+    over, so 4 epochs in one fit, in four fits, or with a stop after 2 train alike."""
+    X, y = _blobs(rng, 30)
+
+    class StopAfter2:
+        def on_epoch_end(self, epoch, logs):
+            if epoch == 1:
+                model.stop_training = True
+
+    runs = []
+    for plan in ([4], [1, 1, 1, 1], "stop"):
+        model = _clf()
+        if plan == "stop":  # asks for 3, stops after 2 with the 3rd order drawn, then 2 more
+            model.fit(X, y, epochs=3, batch_size=8, verbose=0, callbacks=[StopAfter2()])
+            model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+        else:
+            for n in plan:
+                model.fit(X, y, epochs=n, batch_size=8, verbose=0)
+        runs.append(model.get_weights())
+    for other in runs[1:]:
+        for (W, b), (W2, b2) in zip(runs[0], other):
+            np.testing.assert_array_equal(W2, W)
+            np.testing.assert_array_equal(b2, b)
+
+
 def test_batch_modes_step_counts(rng):
     X, y = _blobs(rng, 10)
     for batch_size, steps in [(None, 1), (1, 10), (4, 3), (100, 1)]:
