@@ -242,3 +242,23 @@ def test_tiny_output_long_k_splits_k(m, k, n, ta, tb, dtype):
     assert got is out
     err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
     assert err < (1e-5 if dtype == np.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True)],
+                         ids=["NN", "TN", "NT"])
+def test_parallel_gemm_task_queue_runs_each_tile_once(nb, rng, threads, ta, tb):
+    """The parallel GEMM hands its tasks out through an atomic counter, one prange step per
+    thread: every tile must be computed exactly once, also when full tiles accumulate in C
+    over two K blocks (a tile run twice would add its product twice) and with fewer or more
+    tasks than threads (64 x 784 x 256: 8 tasks; 7 x 1100 x 600 with 2 K blocks)."""
+    import numba
+
+    old = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        for m, k, n in ((64, 784, 256), (7, 1100, 600), (256, 256, 256)):
+            for _ in range(3):
+                _gemm_case(nb, rng, m, k, n, ta, tb, np.float32, out=True)
+    finally:
+        numba.set_num_threads(old)

@@ -169,14 +169,8 @@ class NumbaBackend(HostArrays, Backend):
                 out_a, one, numba.get_num_threads())
         if m * n * k < self._k.SERIAL_MACS:
             self._k.SERIAL["gemm"](*args)
-        else:
-            # hand tasks out one at a time (not in equal static slices): when a thread is
-            # descheduled on a busy machine, the others take over its remaining tiles
-            old = numba.set_parallel_chunksize(1)
-            try:
-                self._k.gemm(*args)
-            finally:
-                numba.set_parallel_chunksize(old)
+        else:  # the kernel hands its tasks out itself (atomic counter, one prange step per thread)
+            self._k.gemm(*args)
         return out, out_a
 
     @staticmethod
