@@ -347,33 +347,36 @@ class MLP:
         self._steps[batch] = (sig, entry)
         return entry
 
-    def _epoch_fn(self, batches, weight: float, acc, opt, sources=()):
-        """One pass over ``batches`` (a list of same-shaped (x, t) device views) as a single
-        callable: per batch forward + loss + backward straight on the views (no copies),
-        the update, and ``acc += weight * loss``. Captured whole (one CUDA graph per epoch)
-        when the backend records and the optimizer is capturable; else it runs eagerly.
-        Cached while ``sources`` (the buffers the views were cut from, in the same places),
-        ``acc`` and the optimizer signature stay the same."""
+    def _epoch_fn(self, batches, acc, opt, sources=()):
+        """One pass over ``batches`` (a list of (x, t, weight): device views of the training
+        data, at most two batch sizes, e.g. the full batches and a short last one) as a single
+        callable: per batch forward + loss + backward straight on the views (no copies), the
+        update, and ``acc += weight * loss``. Captured whole (one CUDA graph per epoch, the
+        short last batch included) when the backend records and the optimizer is capturable;
+        else it runs eagerly. Cached while ``sources`` (the buffers the views were cut from,
+        in the same places), ``acc``, the weights and the optimizer signature stay the same."""
         B = self.backend
         self._steps_for(opt)
         opt._ensure_state(B, self._params)
-        batch = batches[0][0].shape[0]
-        sig = (opt.generation, tuple(sorted(opt.hparams.items())), weight, acc,
-               tuple(sources) or tuple(batches))
-        key = ("epoch", batch, len(batches))
+        sizes = tuple(x.shape[0] for x, _, _ in batches)
+        weights = tuple(w for _, _, w in batches)
+        sig = (opt.generation, tuple(sorted(opt.hparams.items())), weights, acc,
+               tuple(sources) or tuple((x, t) for x, t, _ in batches))
+        key = ("epoch", sizes)
         hit = self._steps.get(key)
         if hit is not None and _same(hit[0], sig):
             return hit[1]
-        _, _, loss_buf, grad_fn = self._grad_fn_for(batch)
+        # one set of buffers per batch size; the loss buffer is read right after each step
+        steps = [(x, t, w, *self._grad_fn_for(x.shape[0])[2:]) for x, t, w in batches]
         params, grads = self._params, self._grads
-        n = len(batches)
+        n = len(steps)
 
         if opt.capturable_on(B):
             def body():
-                for x, t in batches:
+                for x, t, w, loss_buf, grad_fn in steps:
                     grad_fn(x, t)
                     opt.update(B, params, grads)
-                    B.axpy(weight, loss_buf, acc)
+                    B.axpy(w, loss_buf, acc)
             captured = B.capture(body)
 
             def run():
@@ -381,10 +384,10 @@ class MLP:
                 captured()
         else:
             def run():
-                for x, t in batches:
+                for x, t, w, loss_buf, grad_fn in steps:
                     grad_fn(x, t)
                     opt.step(B, params, grads)
-                    B.axpy(weight, loss_buf, acc)
+                    B.axpy(w, loss_buf, acc)
         self._steps[key] = (sig, run)
         return run
 
@@ -438,31 +441,6 @@ class MLP:
                                             need_grad_x=i > 0, has_bias=b is not None,
                                             out_grad_W=gW, out_grad_b=gb)
         return xb, tb, loss_buf, grad_fn
-
-    def _run_ragged(self, x, t, opt):
-        """One eager step on device batch ``x``, targets ``t`` (a short last batch); returns
-        the 0-d loss buffer."""
-        self._steps_for(opt)
-        key = ("eager", x.shape[0])
-        hit = self._steps.get(key)
-        if hit is None or hit[0] != opt.generation:
-            hit = self._steps[key] = (opt.generation, self._eager_step(x.shape[0], opt))
-        xb, tb, loss_buf, run, _ = hit[1]
-        self.backend.assign(xb, x)
-        self.backend.assign(tb, t)
-        run()
-        return loss_buf
-
-    def _eager_step(self, batch, opt):
-        """The uncaptured step for a ragged last batch."""
-        B = self.backend
-        xb, tb, loss_buf, grad_fn = self._make_grad_fn(batch)
-        params, grads = self._params, self._grads
-
-        def run():
-            grad_fn()
-            opt.step(B, params, grads)
-        return xb, tb, loss_buf, run, grad_fn
 
     def train_step(self, X, y, optimizer="sgd", learning_rate=None) -> float:
         """One optimizer step on one batch; returns the loss BEFORE the step (a float).

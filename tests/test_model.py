@@ -480,8 +480,8 @@ def test_full_batches_go_through_capture_once(rng, monkeypatch):
     monkeypatch.setattr(backend, "capture", capture)
     X, y = _blobs(rng, 10)
     m = _clf()
-    # the two full batches of an epoch are one recorded program, built once for all epochs
-    m.fit(X, y, epochs=3, batch_size=4, optimizer="sgd", verbose=0)  # 4 + 4 + ragged 2
+    # an epoch's batches (4 + 4 + the short last 2) are one recorded program, built once
+    m.fit(X, y, epochs=3, batch_size=4, optimizer="sgd", verbose=0)
     assert len(captured) == 1
     m.fit(X, y, epochs=2, batch_size=4, optimizer="sgd", verbose=0)  # same data, same program
     assert len(captured) == 1
