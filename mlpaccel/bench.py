@@ -271,10 +271,13 @@ def make_step(B, batch: int = 0, layers=MNIST_LAYERS, dtype: str = "float32",
             cache.append((a_prev, z, a))
             a_prev = a
         loss, grad = B.softmax_cross_entropy(a_prev, labels)
+        act = acts[-1]
         for i in reversed(range(len(Ws))):
             x_in, z, a = cache[i]
-            grad, _, _ = B.linear_backward(x_in, Ws[i], z, a, grad, acts[i], need_grad_x=i > 0,
-                                           out_grad_W=gWs[i], out_grad_b=gbs[i])
+            below = (acts[i - 1], *cache[i - 1][1:]) if i > 0 else None  # grad -> its delta
+            grad, _, _ = B.linear_backward(x_in, Ws[i], z, a, grad, act, need_grad_x=i > 0,
+                                           out_grad_W=gWs[i], out_grad_b=gbs[i], below=below)
+            act = "linear"
         B.sgd_update(p, g, lr)
         return loss
 

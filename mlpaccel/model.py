@@ -434,12 +434,17 @@ class MLP:
                 inputs.append(a)
             loss, g = lossfn(B, a, t)
             B.assign(loss_buf, loss)
+            act = acts[n - 1]
             for i in range(n - 1, -1, -1):
                 W, b = views[i]
                 gW, gb = gviews[i]
-                g, _, _ = B.linear_backward(inputs[i], W, outs_z[i], outs_a[i], g, acts[i],
+                # grad_x comes back as the delta of the layer below (its derivative applied
+                # in the epilogue of the GEMM that makes it, where the backend can)
+                below = (acts[i - 1], outs_z[i - 1], outs_a[i - 1]) if i > 0 else None
+                g, _, _ = B.linear_backward(inputs[i], W, outs_z[i], outs_a[i], g, act,
                                             need_grad_x=i > 0, has_bias=b is not None,
-                                            out_grad_W=gW, out_grad_b=gb)
+                                            out_grad_W=gW, out_grad_b=gb, below=below)
+                act = "linear"
         return xb, tb, loss_buf, grad_fn
 
     def train_step(self, X, y, optimizer="sgd", learning_rate=None) -> float:

@@ -511,6 +511,38 @@ def test_linear_forward_backward(backend, rng, name, params, bias, dtype):
             assert gx is None
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("top", ["relu", "linear"])
+@pytest.mark.parametrize("name,params", ACTIVATION_CASES, ids=ACT_IDS)
+def test_linear_backward_hands_down_the_delta_of_the_layer_below(backend, rng, name, params,
+                                                                 top, dtype):
+    """``below=(f, z, a, params)``: grad_x comes back as (delta W^T) * f'(z) of the layer
+    that produced x, ready for that layer's call with activation="linear"."""
+    m, k, n = 21, 9, 7
+    x, W = draw(rng, (m, k), dtype), draw(rng, (k, n), dtype, scale=0.5)
+    zb64 = rng.standard_normal((m, k))  # the layer below's z and a = f(z)
+    ab64 = ref.activation(name, zb64, **params)
+    z64 = x.astype(np.float64) @ W.astype(np.float64)
+    a64 = ref.activation(top, z64)
+    ga = draw(rng, (m, n), dtype)
+    zc, ac, zbc, abc = (v.astype(dtype) for v in (z64, a64, zb64, ab64))
+    delta = ref.activation_grad(top, zc.astype(np.float64), ac.astype(np.float64),
+                                ga.astype(np.float64))
+    expected = ref.activation_grad(name, zbc.astype(np.float64), abc.astype(np.float64),
+                                   delta @ W.astype(np.float64).T, **params)
+    with strict_numerics():
+        gx, gW, gb = backend.linear_backward(
+            backend.asarray(x), backend.asarray(W), backend.asarray(zc), backend.asarray(ac),
+            backend.asarray(ga), top,
+            below=(name, backend.asarray(zbc), backend.asarray(abc), params))
+    close_sum(host(backend, gx), expected, dtype, n)
+    close_sum(host(backend, gW), x.astype(np.float64).T @ delta, dtype, m)
+    close_sum(host(backend, gb), delta.sum(axis=0), dtype, m)
+    with pytest.raises(TypeError, match="below"):
+        backend.linear_backward(backend.asarray(x), backend.asarray(W), backend.asarray(zc),
+                                backend.asarray(ac), backend.asarray(ga), top, below="relu")
+
+
 # ---------------------------------------------------------------------------- identity, capture
 def test_identity(backend):
     assert backend.is_available() and type(backend).unavailable_reason() is None

@@ -72,6 +72,32 @@ def test_every_case_matches_the_oracle(emu, oracle, case, dtype):
 
 
 @pytest.mark.emu
+@pytest.mark.parametrize("below", ["relu", "sigmoid", "elu"])
+def test_backward_applies_the_lower_layers_derivative_in_the_gemm_epilogue(emu, rng,
+                                                                           monkeypatch, below):
+    """With ``below``, the derivative of the layer below rides in the dX GEMM's epilogue
+    (no act_grad launch) for the activations gemm.cu has; others take one act_grad launch."""
+    x = emu.asarray(rng.standard_normal((70, 33)), np.float32)
+    W = emu.asarray(rng.standard_normal((33, 17)) * 0.3, np.float32)
+    z, a = emu.linear_forward(x, W, None, "relu")
+    g = emu.asarray(rng.standard_normal((70, 17)), np.float32)
+    zb = emu.asarray(rng.standard_normal((70, 33)), np.float32)
+    ab = emu.activation(below, zb)
+    calls = _record_launches(emu, monkeypatch)
+    gx, _, _ = emu.linear_backward(x, W, z, a, g, "relu", has_bias=False,
+                                   below=(below, zb, ab))
+    names = [c[0] for c in calls]
+    grads = [n for n in names if n.startswith("act_grad")]
+    assert grads == (["act_grad_relu_f32"] if below in ("relu", "sigmoid")
+                     else ["act_grad_relu_f32", f"act_grad_{below}_f32"]), names
+    h = {k: emu.to_numpy(v).astype(np.float64) for k, v in
+         dict(x=x, W=W, z=z, g=g, zb=zb, ab=ab).items()}
+    delta = h["g"] * (h["z"] > 0)
+    want = ref.activation_grad(below, h["zb"], h["ab"], delta @ h["W"].T)
+    assert sr.max_rel_err(emu.to_numpy(gx), want) <= 1e-4
+
+
+@pytest.mark.emu
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "misaligned"])
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 1029])

@@ -67,13 +67,19 @@ def profile(B, batch: int, reps: int, layers=(784, 256, 256, 10)) -> dict:
                                                        out_a=a[1]),
         "fwd3 a2·W3+b": lambda: B.linear_forward(a[1], W3, b3, "linear", out_z=z[2], out_a=a[2]),
         "softmax-CE loss+grad": lambda: B.assign(loss_buf, B.softmax_cross_entropy(a[2], t)[0]),
-        "bwd3 (linear_backward)": lambda: B.linear_backward(a[1], W3, z[2], a[2], g3, "linear",
-                                                            out_grad_W=gW3, out_grad_b=gb3),
-        "bwd2 (linear_backward)": lambda: B.linear_backward(a[0], W2, z[1], a[1], g2, "relu",
-                                                            out_grad_W=gW2, out_grad_b=gb2),
+        # as the trainer calls them: each dX comes back as the delta of the layer below
+        # (relu' in the dX GEMM's epilogue), so layers 2 and 1 take it as "linear"
+        "bwd3 (linear_backward)": lambda: B.linear_backward(
+            a[1], W3, z[2], a[2], g3, "linear", out_grad_W=gW3, out_grad_b=gb3,
+            below=("relu", z[1], a[1])),
+        "bwd2 (linear_backward)": lambda: B.linear_backward(
+            a[0], W2, z[1], a[1], g2, "linear", out_grad_W=gW2, out_grad_b=gb2,
+            below=("relu", z[0], a[0])),
         "bwd1 (linear_backward, no dX)": lambda: B.linear_backward(
-            x, W1, z[0], a[0], g1, "relu", need_grad_x=False, out_grad_W=gW1, out_grad_b=gb1),
-        "  relu_grad (b×256)": lambda: B.activation_grad("relu", z[0], a[0], g1, out=d),
+            x, W1, z[0], a[0], g1, "linear", need_grad_x=False, out_grad_W=gW1,
+            out_grad_b=gb1),
+        "  relu_grad (b×256, now fused away)": lambda: B.activation_grad("relu", z[0], a[0], g1,
+                                                                         out=d),
         "  dW1 = xᵀ·δ (784×256, K=b)": lambda: B.matmul(x, d, transpose_a=True, out=gW1),
         "  db1 = colsum δ": lambda: B.sum_rows(d, out=gb1),
         "  dX2 = δ·W2ᵀ (b×256)": lambda: B.matmul(d, W2, transpose_b=True),

@@ -242,15 +242,24 @@ class Backend(abc.ABC):
 
     def linear_backward(self, x, W, z, a, grad_a, activation: str = "linear",
                         need_grad_x: bool = True, has_bias: bool = True,
-                        out_grad_W=None, out_grad_b=None, **params):
+                        out_grad_W=None, out_grad_b=None, below=None, **params):
         """Backward of ``linear_forward``: delta = grad_a * f'(z); grad_W = x^T delta (K, N);
         grad_b = sum_rows(delta) (N,) or None without a bias; grad_x = delta W^T (M, K) or
-        None when ``need_grad_x`` is False (the first layer needs no input gradient)."""
+        None when ``need_grad_x`` is False (the first layer needs no input gradient).
+
+        ``below = (activation, z, a[, params])`` of the layer that produced ``x`` (z, a of
+        shape (M, K)): grad_x then comes back as that layer's delta, (delta W^T) * f'(z) -
+        one GEMM with the derivative in its epilogue where the backend has one - and the
+        next call takes it with ``activation="linear"``."""
         name = _act.canonical(activation)
         delta = grad_a if name == "linear" else self.activation_grad(name, z, a, grad_a, **params)
         grad_W = self.matmul(x, delta, transpose_a=True, out=out_grad_W)
         grad_b = self.sum_rows(delta, out=out_grad_b) if has_bias else None
         grad_x = self.matmul(delta, W, transpose_b=True) if need_grad_x else None
+        if grad_x is not None and below is not None:
+            bname, bz, ba, bparams = _below(below)
+            if bname != "linear":
+                grad_x = self.activation_grad(bname, bz, ba, grad_x, **bparams)
         return grad_x, grad_W, grad_b
 
     def capture(self, fn):
@@ -258,3 +267,12 @@ class Backend(abc.ABC):
         Backends that can record work once and replay it (CUDA graphs) override this; the
         default runs ``fn`` as it is."""
         return fn
+
+
+def _below(below) -> tuple:
+    """``linear_backward``'s ``below`` as (canonical activation, z, a, params)."""
+    if not isinstance(below, (tuple, list)) or len(below) not in (3, 4):
+        raise TypeError(f"below must be (activation, z, a) or (activation, z, a, params), "
+                        f"got {below!r}")
+    params = dict(below[3]) if len(below) == 4 and below[3] else {}
+    return _act.canonical(below[0]), below[1], below[2], params

@@ -30,7 +30,7 @@ from .. import activations as _act
 from .._paths import kernel_dir
 from ..errors import DeviceOutOfMemoryError, KernelError
 from . import reference as ref
-from .base import Backend, check_dtype
+from .base import Backend, _below, check_dtype
 from .launch import KernelDriver, dim3
 
 BLOCK = 256  # threads per block of the 1-D kernels (8 warps)
@@ -713,6 +713,42 @@ class CudaBackend(Backend):
         if name == "linear":
             return z, z
         return z, self.activation(name, z, out=out_a, **p)
+
+    def linear_backward(self, x, W, z, a, grad_a, activation="linear", need_grad_x=True,
+                        has_bias=True, out_grad_W=None, out_grad_b=None, below=None,
+                        **params):
+        """As ``Backend.linear_backward``; with ``below`` the layer below's derivative runs in
+        the epilogue of the GEMM that makes grad_x (delta_below = (delta W^T) * f'(z_below)
+        in one launch, split-K included), for the activations gemm.cu has."""
+        if below is None or not need_grad_x or self.gemm == "cublas":
+            return super().linear_backward(x, W, z, a, grad_a, activation, need_grad_x,
+                                           has_bias, out_grad_W, out_grad_b, below, **params)
+        gemm = _gemm()
+        bname, bz, ba, bparams = _below(below)
+        if bname not in gemm.GRAD_AUX:
+            return super().linear_backward(x, W, z, a, grad_a, activation, need_grad_x,
+                                           has_bias, out_grad_W, out_grad_b, below, **params)
+        name = _act.canonical(activation)
+        delta = grad_a if name == "linear" else self.activation_grad(name, z, a, grad_a, **params)
+        grad_W = self.matmul(x, delta, transpose_a=True, out=out_grad_W)
+        grad_b = self.sum_rows(delta, out=out_grad_b) if has_bias else None
+        delta = self._dev_array(delta)
+        W = self._dev_array(W, delta.dtype)
+        if W.ndim != 2 or delta.ndim != 2 or delta.shape[1] != W.shape[1]:
+            raise ValueError(f"linear_backward: delta {delta.shape} and W {W.shape} do not "
+                             f"chain")
+        shape = (delta.shape[0], W.shape[0])
+        aux = self._dev_array(bz if gemm.GRAD_AUX[bname] == "z" else ba, delta.dtype)
+        if tuple(aux.shape) != shape:
+            raise ValueError(f"linear_backward: below's {gemm.GRAD_AUX[bname]} has shape "
+                             f"{tuple(aux.shape)}, expected {shape} (the layer's input)")
+        alpha = _act.resolve_params(bname, bparams).get("alpha", 0.01)
+        grad_x = gemm.matmul(self.driver, delta, W, transpose_b=True,
+                             out=self._out(None, shape, delta.dtype), grad_activation=bname,
+                             grad_aux=aux, alpha=alpha,
+                             precision=self._precision(delta.dtype), split_k=self._split_k(),
+                             workspace=self._splitk_ws)
+        return grad_x, grad_W, grad_b
 
     # ------------------------------------------------------------------ graphs
     def _capture_stream(self):

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from .. import activations as _act
-from .base import Backend, check_dtype
+from .base import Backend, _below, check_dtype
 from .host_arrays import HostArrays
 from .reference import bce_eps
 
@@ -322,9 +322,12 @@ class NumbaBackend(HostArrays, Backend):
         return z, a
 
     def linear_backward(self, x, W, z, a, grad_a, activation="linear", need_grad_x=True,
-                        has_bias=True, out_grad_W=None, out_grad_b=None, **params):
+                        has_bias=True, out_grad_W=None, out_grad_b=None, below=None,
+                        **params):
         """delta = grad_a * f'(z) and grad_b = sum_rows(delta) in one pass; then
-        grad_W = x^T delta and grad_x = delta W^T by the GEMM reading x and W transposed."""
+        grad_W = x^T delta and grad_x = delta W^T by the GEMM reading x and W transposed.
+        ``below``: as in ``Backend.linear_backward`` (grad_x comes back as the delta of the
+        layer below, its derivative applied in one pass over grad_x)."""
         name = _act.canonical(activation)
         alpha = _act.resolve_params(name, params).get("alpha", 0.0)
         g = _c(grad_a)
@@ -344,4 +347,10 @@ class NumbaBackend(HostArrays, Backend):
                  g.dtype.type(alpha), g.dtype.type(1))
         grad_W = self._gemm(x, delta, True, False, out_grad_W)[0]
         grad_x = self._gemm(delta, W, False, True, None)[0] if need_grad_x else None
+        if grad_x is not None and below is not None:
+            bname, bz, ba, bparams = _below(below)
+            if bname != "linear":
+                grad_x = self.activation_grad(bname, bz, ba, grad_x,
+                                              out=None if bname == "softmax" else grad_x,
+                                              **bparams)
         return grad_x, grad_W, grad_b
