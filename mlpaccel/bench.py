@@ -461,17 +461,37 @@ def _limit_note(backend: str, kind: str, size: int) -> str | None:
     return None
 
 
+#: the GEMM shapes of the 784-256-256-10 MLP's first layer at the batches the epochs use
+MLP_GEMM_BATCHES = (64, 256, 1024, 8192)
+
+
+def mlp_gemm_shapes(full: bool = True) -> list[tuple[int, int, int, bool, bool]]:
+    """(m, n, k, transpose_a, transpose_b) of the first layer's three GEMMs per batch b:
+    forward x W (b x 256, K = 784), grad_W = x^T delta (784 x 256, K = b) and
+    grad_x = delta W^T (b x 784, K = 256); ``full=False``: the quick subset."""
+    if not full:
+        return [(64, 256, 784, False, False), (256, 256, 256, False, False),
+                (1024, 256, 784, False, False), (784, 256, 1024, True, False),
+                (1024, 784, 256, False, True)]
+    out = []
+    for b in MLP_GEMM_BATCHES:
+        out += [(b, 256, 784, False, False), (784, 256, b, True, False),
+                (b, 784, 256, False, True)]
+    return out
+
+
+def mlp_matmul_cases(full: bool = True) -> list[Case]:
+    """``matmul_case`` for each of ``mlp_gemm_shapes(full)`` (group "matmul-mlp")."""
+    return [matmul_case(m, n, k, ta=ta, tb=tb, group="matmul-mlp")
+            for m, n, k, ta, tb in mlp_gemm_shapes(full)]
+
+
 def suite(mode: str = "quick") -> list[Case]:
     """The cases of a run. ``quick`` (demo, < 2 min on 2 cores), ``full`` (the whole ladder)."""
     full = mode == "full"
     sq = [32, 64, 128, 256, 512, 1024] + ([2048, 4096, 8192] if full else [])
     cases = [matmul_case(n, n, n) for n in sq]
-    for m, n, k in [(64, 256, 784), (256, 256, 256), (1024, 256, 784)]:
-        cases.append(matmul_case(m, n, k, group="matmul-mlp"))
-    # the backprop forms at batch 1024: grad_W = x^T delta (784 x 256, K = batch) and
-    # grad_x = delta W^T (1024 x 784, K = 256)
-    cases.append(matmul_case(784, 256, 1024, ta=True, group="matmul-mlp"))
-    cases.append(matmul_case(1024, 784, 256, tb=True, group="matmul-mlp"))
+    cases += mlp_matmul_cases(full)
     ns = [10**3, 10**4, 10**5, 10**6, 10**7] + ([10**8] if full else [])
     for n in ns:
         cases.append(activation_case("sigmoid", n))

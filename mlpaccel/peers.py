@@ -17,21 +17,27 @@ log = logging.getLogger("mlpaccel.bench")
 
 
 def cublas_rows(sizes=(256, 512, 1024, 2048, 4096, 8192), machine: str = "m0",
-                budget_s: float = 0.5) -> list[dict]:
-    """Square float32 ``cupy.matmul`` (cuBLAS SGEMM) rows labelled backend 'cuBLAS'."""
+                budget_s: float = 0.5, mlp_full: bool = False) -> list[dict]:
+    """float32 ``cupy.matmul`` (cuBLAS SGEMM) rows labelled backend 'cuBLAS (CuPy)': square
+    ``sizes`` and the MLP's GEMM shapes (``bench.mlp_gemm_shapes(mlp_full)``, transposed
+    operands passed as transposed views, as our kernels read them)."""
     try:
         import cupy as cp
 
         cp.cuda.runtime.getDeviceCount()
     except Exception:  # no cupy or no device: no peer rows
         return []
+    shapes = [(n, n, n, False, False) for n in sizes] + bench.mlp_gemm_shapes(mlp_full)
     rows = []
-    for n in sizes:
-        case = bench.matmul_case(n, n, n)
-        a = cp.asarray(bench._rand((n, n), "float32", 1))
-        b = cp.asarray(bench._rand((n, n), "float32", 2))
-        out = cp.empty((n, n), cp.float32)
-        t = bench.measure(lambda a=a, b=b, out=out: cp.matmul(a, b, out=out),
+    for m, n, k, ta, tb in shapes:
+        square = m == n == k and not (ta or tb)
+        case = bench.matmul_case(m, n, k, ta=ta, tb=tb,
+                                 group="matmul-square" if square else "matmul-mlp")
+        a = cp.asarray(bench._rand((k, m) if ta else (m, k), "float32", 1))
+        b = cp.asarray(bench._rand((n, k) if tb else (k, n), "float32", 2))
+        opa, opb = (a.T if ta else a), (b.T if tb else b)
+        out = cp.empty((m, n), cp.float32)
+        t = bench.measure(lambda opa=opa, opb=opb, out=out: cp.matmul(opa, opb, out=out),
                           cp.cuda.runtime.deviceSynchronize, budget_s=budget_s)
         rows.append(bench._row(machine, "cuBLAS (CuPy)", case, "ok", timing=t))
     return rows
@@ -147,7 +153,8 @@ def peer_rows(mode: str = "quick", machine: str = "m0") -> list[dict]:
     sizes = (256, 512, 1024, 2048, 4096, 8192) if mode == "full" else (256, 1024, 4096)
     batches = (64, 256, 1024, 8192) if mode == "full" else (256, 1024)
     adam = (64, 1024) if mode == "full" else ()
-    return cublas_rows(sizes, machine) + _torch_peer(batches, adam, machine)
+    return (cublas_rows(sizes, machine, mlp_full=mode == "full")
+            + _torch_peer(batches, adam, machine))
 
 
 def _torch_peer(batches, adam, machine):

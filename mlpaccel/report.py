@@ -496,16 +496,23 @@ def peer_ratio_table(doc: dict) -> str:
         gemm = []
         for ours, peer in (("cuda", "cuBLAS (CuPy)"), ("numba", "numpy")):
             a, b = times(ours, group="matmul-square"), times(peer, group="matmul-square")
-            if ours == "cuda":
-                b = times(peer)
             for shape in sorted(set(a) & set(b)):
                 if shape[0] >= 512:
                     gemm.append(f"| {ours} vs {peer} | {shape[0]}³ | {_fmt(a[shape]['gflops'])} | "
                                 f"{_fmt(b[shape]['gflops'])} | "
                                 f"{a[shape]['gflops'] / b[shape]['gflops']:.2f} |")
+            for op in ("matmul", "matmul_tn", "matmul_nt"):  # the MLP's shapes, every form
+                a = times(ours, op=op, group="matmul-mlp")
+                b = times(peer, op=op, group="matmul-mlp")
+                for shape in sorted(set(a) & set(b), key=lambda s: (s[2] if op == "matmul_tn"
+                                                                    else s[0], s)):
+                    form = {"matmul": "", "matmul_tn": " (Aᵀ·B)", "matmul_nt": " (A·Bᵀ)"}[op]
+                    gemm.append(f"| {ours} vs {peer} | {'×'.join(map(str, shape))}{form} | "
+                                f"{_fmt(a[shape]['gflops'])} | {_fmt(b[shape]['gflops'])} | "
+                                f"{a[shape]['gflops'] / b[shape]['gflops']:.2f} |")
         if gemm:
             out += [f"GEMM on {machine} (float32, GFLOP/s; ratio = ours / peer, target 0.9 "
-                    "for cuda vs cuBLAS, 0.7 for numba vs NumPy):", "",
+                    "for cuda vs cuBLAS, 0.7 for numba vs NumPy; MLP shapes are m×n×k):", "",
                     "| ours vs peer | n | ours | peer | ratio |", "|---|---|---|---|---|", *gemm,
                     ""]
         epochs = []

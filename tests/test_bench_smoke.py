@@ -121,3 +121,44 @@ def test_demo_training_run_learns():
     assert row["status"] == "ok"
     assert row["extra"]["accuracy"] > 0.6  # better than chance on either dataset
     assert row["extra"]["steps"] == 3 * (512 // 32)
+
+
+def test_mlp_gemm_shapes_cover_every_batch_and_form():
+    shapes = bench.mlp_gemm_shapes(full=True)
+    assert len(shapes) == 3 * len(bench.MLP_GEMM_BATCHES)
+    for b in bench.MLP_GEMM_BATCHES:
+        assert {(b, 256, 784, False, False), (784, 256, b, True, False),
+                (b, 784, 256, False, True)} <= set(shapes)
+    cases = bench.mlp_matmul_cases(full=False)
+    assert {c.op for c in cases} == {"matmul", "matmul_tn", "matmul_nt"}
+    assert all(c.group == "matmul-mlp" for c in cases)
+    assert {c.shape for c in cases} <= {c.shape for c in bench.suite("quick")}
+
+
+def test_cublas_peer_rows_time_square_and_mlp_shapes(monkeypatch):
+    """cublas_rows against a stand-in CuPy (NumPy underneath): every square size and MLP
+    shape gets a 'cuBLAS (CuPy)' row whose product is really op(A) @ op(B)."""
+    import types
+
+    from mlpaccel import peers
+
+    products = []
+
+    def matmul(a, b, out):
+        np.matmul(a, b, out=out)
+        products.append((a.shape, b.shape, out))
+        return out
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, deviceSynchronize=lambda: None)
+    fake = types.SimpleNamespace(asarray=np.asarray, empty=np.empty, float32=np.float32,
+                                 matmul=matmul, cuda=types.SimpleNamespace(runtime=runtime))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    rows = peers.cublas_rows(sizes=(8,), budget_s=0.001, mlp_full=False)
+    assert [r["backend"] for r in rows] == ["cuBLAS (CuPy)"] * 6
+    assert rows[0]["group"] == "matmul-square" and rows[0]["shape"] == [8, 8, 8]
+    mlp = {(r["op"], tuple(r["shape"])) for r in rows[1:]}
+    assert mlp == {(c.op, c.shape) for c in bench.mlp_matmul_cases(full=False)}
+    assert all(r["status"] == "ok" and r["gflops"] > 0 for r in rows)
+    # the A^T B case: A stored (K, M) = (1024, 784) and read transposed
+    tn = [p for p in products if p[2].shape == (784, 256)]
+    assert tn and tn[0][0] == (784, 1024) and tn[0][1] == (1024, 256)

@@ -157,6 +157,12 @@ def test_peer_ratio_table_pairs_gpu_with_gpu_and_cpu_with_cpu():
     doc = {"machines": {"m0": {}}, "rows": rows}
     text = report.peer_ratio_table(doc)
     assert "| cuda vs cuBLAS (CuPy) | 4096³ | 40,000 | 50,000 | 0.80 |" in text
+    mlp = [_row(b, "matmul_nt", (64, 784, 256), median=2 * 64 * 784 * 256 / r,
+                group="matmul-mlp") for b, r in (("cuda", 1e12), ("cuBLAS (CuPy)", 2e12))]
+    for r in mlp:
+        r["gflops"] = 2 * 64 * 784 * 256 / r["median_s"] / 1e9
+    text2 = report.peer_ratio_table({"machines": {"m0": {}}, "rows": rows + mlp})
+    assert "| cuda vs cuBLAS (CuPy) | 64×784×256 (A·Bᵀ) | 1,000 | 2,000 | 0.50 |" in text2
     lines = [ln for ln in text.splitlines() if ln.startswith("| cuda |") or
              ln.startswith("| numba |")]
     assert lines == [
