@@ -347,25 +347,30 @@ class MLP:
         self._steps[batch] = (sig, entry)
         return entry
 
-    def _epoch_fn(self, batches, acc, opt, sources=()):
-        """One pass over ``batches`` (a list of (x, t, weight): device views of the training
-        data, at most two batch sizes, e.g. the full batches and a short last one) as a single
-        callable: per batch forward + loss + backward straight on the views (no copies), the
-        update, and ``acc += weight * loss``. Captured whole (one CUDA graph per epoch, the
-        short last batch included) when the backend records and the optimizer is capturable;
-        else it runs eagerly. Cached while ``sources`` (the buffers the views were cut from,
-        in the same places), ``acc``, the weights and the optimizer signature stay the same."""
+    def _epoch_fn(self, n_samples: int, batch: int, acc, opt, sources):
+        """One pass over the training data held in ``sources`` = (X_flat, T_flat) (the flat
+        staging buffers, n_samples rows) as a single callable: per batch (every ``batch``
+        rows, then the short rest) forward + loss + backward straight on views of the buffers
+        (no copies), the update, and ``acc += rows / n_samples * loss``. Captured whole (one
+        CUDA graph per epoch, the short last batch included) when the backend records and the
+        optimizer is capturable; else it runs eagerly. Cached while the buffers, ``acc`` and
+        the optimizer signature stay the same: a cached epoch costs no Python per batch (its
+        views are made only when it is built)."""
         B = self.backend
         self._steps_for(opt)
         opt._ensure_state(B, self._params)
-        sizes = tuple(x.shape[0] for x, _, _ in batches)
-        weights = tuple(w for _, _, w in batches)
-        sig = (opt.generation, tuple(sorted(opt.hparams.items())), weights, acc,
-               tuple(sources) or tuple((x, t) for x, t, _ in batches))
-        key = ("epoch", sizes)
+        sig = (opt.generation, tuple(sorted(opt.hparams.items())), acc, tuple(sources))
+        key = ("epoch", n_samples, batch)
         hit = self._steps.get(key)
         if hit is not None and _same(hit[0], sig):
             return hit[1]
+        n_in, n_out = self.layer_sizes[0], self.layer_sizes[-1]
+        X_flat, T_flat = sources
+        batches = []
+        for s in range(0, n_samples, batch):
+            k = min(batch, n_samples - s)
+            batches.append((B.view(X_flat, s * n_in, (k, n_in)),
+                            B.view(T_flat, s * n_out, (k, n_out)), k / n_samples))
         # one set of buffers per batch size; the loss buffer is read right after each step
         steps = [(x, t, w, *self._grad_fn_for(x.shape[0])[2:]) for x, t, w in batches]
         params, grads = self._params, self._grads

@@ -149,14 +149,6 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
     if not shuffling:
         B.assign(Xs, X_dev)
         B.assign(Ts, T_dev)
-    n_full = N // full
-    batches = [(B.view(Xs_flat, s * n_in, (full, n_in)),
-                B.view(Ts_flat, s * n_out, (full, n_out)), full / N)
-               for s in range(0, n_full * full, full)]
-    if n_full * full < N:  # the short last batch: same program, its own buffers
-        s, k = n_full * full, N - n_full * full
-        batches.append((B.view(Xs_flat, s * n_in, (k, n_in)),
-                        B.view(Ts_flat, s * n_out, (k, n_out)), k / N))
     T_host = B.to_numpy(T) if on_device and "accuracy" in metrics else T
     Xv_dev = Tv_dev = None
     if Xv is not None:
@@ -182,10 +174,10 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
                 B.take_rows(T_dev, order, out=Ts)
             # every batch in one call: one CUDA graph launch per epoch where the backend
             # records, the same Python loop (no copies) where it does not
-            model._epoch_fn(batches, acc, opt, sources=(Xs_flat, Ts_flat))()
-            if shuffling and epoch + 1 < epochs:
-                # the next epoch's order, drawn while a GPU still runs this one (an unused
-                # draw is kept for the next fit, so the shuffle sequence never changes)
+            model._epoch_fn(N, full, acc, opt, (Xs_flat, Ts_flat))()
+            if shuffling:
+                # the next epoch's order, drawn while a GPU still runs this one (after the
+                # last epoch it is kept for the next fit, so the shuffle sequence never changes)
                 pending = model._shuffle_rng.permutation(N)
             loss = float(B.to_numpy(acc))
             if not math.isfinite(loss):
