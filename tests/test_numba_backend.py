@@ -72,7 +72,7 @@ def test_gemm_empty_dimensions(nb):
 
 
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
-@pytest.mark.parametrize("m", [100, 5000])  # serial and parallel kernels (2^20 MACs)
+@pytest.mark.parametrize("m", [100, 1000, 5000])  # serial, parallel (>= 2^18 MACs) kernels
 def test_narrow_output_kernel(nb, rng, m, ta, tb):
     # N = 10 <= NARROW_N: 12 x 16 tiles (gemm_narrow), a partial last row block, then the
     # fused epilogue
@@ -81,6 +81,56 @@ def test_narrow_output_kernel(nb, rng, m, ta, tb):
     z, a = nb.linear_forward(x, W, b, "leaky_relu", alpha=0.3)
     np.testing.assert_allclose(z, x @ W + b, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(a, np.where(z > 0, z, 0.3 * z), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("ta", [False, True], ids=["N", "T"])
+@pytest.mark.parametrize("m", [64, 128, 256])
+def test_narrow_mlp_output_layer_shapes(nb, rng, m, ta, dtype):
+    """The 10-class layer at batch 64-256: forward (m x 256 x 10) and x^T delta (256 x m x 10)
+    around the serial / parallel switch of gemm_narrow (2^18 multiply-adds)."""
+    _gemm_case(nb, rng, m, 256, 10, False, False, dtype)
+    _gemm_case(nb, rng, 256, m, 10, True, False, dtype)
+    _gemm_case(nb, rng, m, 10, 256, False, True, dtype)  # delta W^T, K = 10 (< one vector)
+    if ta:
+        _gemm_case(nb, rng, 256, m, 10, True, True, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("n,k,j0,pc,kc", [
+    (256, 256, 0, 0, 256),  # whole L x L blocks only
+    (257, 259, 192, 3, 250),  # offset rows and columns, k leftover (250 = 15 * 16 + 10)
+    (70, 37, 64, 0, 37),  # partial panel (6 rows of op(B)^T), zero padded
+    (100, 1100, 64, 550, 550),  # the second K block of a two-block product
+    (33, 17, 32, 1, 16),  # one row: every column leftover
+    (5, 3, 0, 0, 3),  # smaller than one block both ways
+    (48, 40, 0, 8, 24),  # f64: 8 x 8 blocks fit, f32: 16 x 16 blocks partly
+])
+def test_pack_b_transposed_blocks(n, k, j0, pc, kc, dtype):
+    """B^T panel packing (the transposition in L x L register blocks plus scalar edges):
+    Bp[base + kk*NR + j] = B[j0 + j, pc + kk], zero padded past N, nothing written outside."""
+    from mlpaccel.backends import _numba_kernels as K
+
+    nr_full = K.NV * (16 if dtype == np.float32 else 8)
+    rng = np.random.default_rng(n * 31 + k)
+    B = rng.standard_normal((n, k)).astype(dtype)
+    base = 3
+    Bp = np.full(base + kc * nr_full + 5, np.nan, dtype)
+    K._pack_b(B, True, Bp, base, j0, pc, kc, n, nr_full)
+    nr = min(nr_full, n - j0)
+    expected = np.zeros((kc, nr_full))
+    expected[:, :nr] = B[j0:j0 + nr, pc:pc + kc].astype(np.float64).T
+    assert np.array_equal(Bp[base:base + kc * nr_full].reshape(kc, nr_full), expected)
+    assert np.isnan(Bp[:base]).all() and np.isnan(Bp[base + kc * nr_full:]).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("m,k,n", [(64, 256, 256), (256, 256, 256), (64, 784, 256),
+                                   (256, 784, 256), (300, 1001, 100), (64, 259, 784)])
+def test_gemm_nt_mlp_shapes(nb, rng, m, k, n, dtype):
+    """delta W^T (A B^T) at the MLP's shapes: B^T packed per task (small A) or up front
+    (large A), with K and N both multiples of the transposition block and not."""
+    _gemm_case(nb, rng, m, k, n, False, True, dtype, out=True)
 
 
 def test_gemm_reads_non_contiguous_operands(nb, rng):

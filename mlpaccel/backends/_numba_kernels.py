@@ -282,6 +282,57 @@ def _fetch_add(typingctx, arr, idx):
     return sig, codegen
 
 
+@intrinsic
+def _transpose_block(typingctx, src, so, lds, dst, do, ldd):
+    """dst[do + c*ldd + r] = src[so + r*lds + c] for r, c < L (L = one vector: 16 float32,
+    8 float64): L vector loads, log2(L) rounds of L two-input shuffles (each round swaps one
+    bit of the row index with the same bit of the column index), L vector stores. The B^T
+    panel packing's transposition, instead of L*L scalar loads and strided stores."""
+    i = types.intp
+    sig = types.void(src, i, i, dst, i, i)
+
+    def codegen(context, builder, signature, args):
+        srcv, sov, ldsv, dstv, dov, lddv = args
+        st = signature.args
+        is32 = st[0].dtype == types.float32
+        lanes = 16 if is32 else 8
+        fty = context.get_value_type(st[0].dtype)
+        vty = ir.VectorType(fty, lanes)
+        vptr = vty.as_pointer()
+        intp = context.get_value_type(types.intp)
+        s_ptr = context.make_array(st[0])(context, builder, srcv).data
+        d_ptr = context.make_array(st[3])(context, builder, dstv).data
+        align = 4 if is32 else 8
+        rows = []
+        for r in range(lanes):
+            off = builder.add(sov, builder.mul(ir.Constant(intp, r), ldsv))
+            rows.append(builder.load(builder.bitcast(builder.gep(s_ptr, [off]), vptr),
+                                     align=align))
+        t = 1
+        while t < lanes:
+            new = list(rows)
+            for r0 in range(lanes):
+                if r0 & t:
+                    continue
+                r1 = r0 | t
+                m0 = [j if not j & t else lanes + (j ^ t) for j in range(lanes)]
+                m1 = [lanes + j if j & t else j ^ t for j in range(lanes)]
+                i32v = ir.IntType(32)
+                new[r0] = builder.shuffle_vector(rows[r0], rows[r1],
+                                                 ir.Constant(ir.VectorType(i32v, lanes), m0))
+                new[r1] = builder.shuffle_vector(rows[r0], rows[r1],
+                                                 ir.Constant(ir.VectorType(i32v, lanes), m1))
+            rows = new
+            t *= 2
+        for c in range(lanes):
+            off = builder.add(dov, builder.mul(ir.Constant(intp, c), lddv))
+            builder.store(rows[c], builder.bitcast(builder.gep(d_ptr, [off]), vptr),
+                          align=align)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 # ----------------------------------------------------------------------------- scalar math
 @njit(inline="always", **_OPTS)
 def _sigmoid(v, one):
@@ -358,14 +409,23 @@ def _pack_b(B, tb, Bp, base, j0, pc, kc, N, NR):
     """Columns j0..j0+NR of op(B), rows pc..pc+kc -> Bp[base + k*NR + j] (zero padded).
     Used for B^T (whose columns are strided) and for the last, partial column panel."""
     nr = min(NR, N - j0)
-    if tb:  # B is (N, K): a transposition, in k blocks of 32 so the written lines stay in L1
-        for k0 in range(0, kc, 32):
-            k1 = min(kc, k0 + 32)
-            for j in range(nr):
-                row = B[j0 + j, pc + k0:pc + k1]
-                dst = Bp[base + k0 * NR + j:]
-                for k in range(k1 - k0):
-                    dst[k * NR] = row[k]
+    if tb:  # B is (N, K): a transposition, by L x L blocks in vector registers
+        L = NR // NV  # one vector: 16 float32 / 8 float64
+        K = B.shape[1]
+        Bf = B.reshape(B.size)
+        kf = kc - kc % L
+        jf = nr - nr % L
+        for k0 in range(0, kf, L):
+            for jb in range(0, jf, L):
+                _transpose_block(Bf, (j0 + jb) * K + pc + k0, K, Bp, base + k0 * NR + jb, NR)
+            for j in range(jf, nr):  # leftover columns of op(B) (a partial panel)
+                for k in range(k0, k0 + L):
+                    Bp[base + k * NR + j] = B[j0 + j, pc + k]
+        for j in range(nr):  # leftover rows of op(B) (K not a multiple of L)
+            row = B[j0 + j, pc + kf:pc + kc]
+            dst = Bp[base + kf * NR + j:]
+            for k in range(kc - kf):
+                dst[k * NR] = row[k]
     else:
         for k in range(kc):
             for j in range(nr):
@@ -821,7 +881,12 @@ def bce(o, t, grad, eps):
 def sgd(p, g, lr, wd):
     """p -= lr (g + wd p); contiguous halves (a 256-byte round-robin matching the GEMM's
     column panels measured 97-137 us instead of 58 at 270k parameters: it defeats the
-    hardware prefetchers, and the W it leaves in L2 bought nothing on a quiet machine)."""
+    hardware prefetchers, and the W it leaves in L2 bought nothing on a quiet machine).
+    Vectorized (zmm FMAs), 16-18 us at 270k float32 on 2 threads when p is not shared; in a
+    training step ~50 us because the forward GEMM leaves W's lines in *both* cores' caches
+    and every store here must first invalidate the other core's copy (after a forward over
+    W: a pure read pass 7 -> 11 us, a pure write pass 17 -> 42 us; PREFETCHW 1-4 KB ahead
+    did not help; see bench/numba_notes.md, pass 4)."""
     for i in prange(p.size):
         p[i] -= lr * (g[i] + wd * p[i])
 
@@ -887,6 +952,9 @@ def adam(p, g, m, v, lr, b1, b2, bc1, bc2, eps, wd, decoupled, one):
 # same source compiled without parallel=True; prange then runs as range).
 SERIAL_ELEMENTS = 1 << 15  # elementwise / row kernels: fewer elements than this run serially
 SERIAL_MACS = 1 << 20  # GEMM: fewer multiply-adds (M*N*K) than this run serially
+# gemm_narrow (N <= 16) pays for its fork/join sooner (2 threads, 256x256x10: forward 27 -> 21
+# us, A^T B 26 -> 18; 128x256x10 13 -> 12 / 15 -> 13; 64x256x10 about even)
+SERIAL_MACS_NARROW = 1 << 18
 
 PARALLEL_KERNELS = ("gemm", "gemm_narrow", "act_flat", "dact_flat", "softmax_rows",
                     "softmax_grad_rows", "bias_add", "sum_rows", "axpy", "scale", "take_rows",

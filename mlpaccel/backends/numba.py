@@ -160,7 +160,7 @@ class NumbaBackend(HostArrays, Backend):
             # the 64-column tile would waste most of its work: 12 x 16 tiles instead
             args = (a, b, out, bool(ta), bool(tb), bias, has_bias, code, a.dtype.type(alpha),
                     out_a, one)
-            if m * n * k < self._k.SERIAL_MACS:
+            if m * n * k < self._k.SERIAL_MACS_NARROW:
                 self._k.SERIAL["gemm_narrow"](*args)
             else:
                 self._k.gemm_narrow(*args)
