@@ -371,10 +371,27 @@ class MLP:
             k = min(batch, n_samples - s)
             batches.append((B.view(X_flat, s * n_in, (k, n_in)),
                             B.view(T_flat, s * n_out, (k, n_out)), k / n_samples))
+        params, grads = self._params, self._grads
+        n = len(batches)
+        lr = opt.plain_step_size()
+        fused = None
+        if lr is not None:  # plain SGD: the backend may run a whole step as one fused program
+            fused = {k: B.fused_sgd_step(self, k) for k in {x.shape[0] for x, _, _ in batches}}
+            if any(f is None for f in fused.values()):
+                fused = None
+        if fused is not None and opt.capturable_on(B):
+            def fused_body():
+                for x, t, w in batches:
+                    B.axpy(w, fused[x.shape[0]].step(params, x, t, lr), acc)
+            captured = B.capture(fused_body)
+
+            def run():
+                opt.iterations += n
+                captured()
+            self._steps[key] = (sig, run)
+            return run
         # one set of buffers per batch size; the loss buffer is read right after each step
         steps = [(x, t, w, *self._grad_fn_for(x.shape[0])[2:]) for x, t, w in batches]
-        params, grads = self._params, self._grads
-        n = len(steps)
 
         if opt.capturable_on(B):
             def body():

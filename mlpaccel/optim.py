@@ -113,6 +113,11 @@ class Optimizer:
         ``iterations`` already counted: the part a captured (replayed) step contains."""
         self._update(backend, params, grads, self.state)
 
+    def plain_step_size(self) -> float | None:
+        """lr when an update is exactly p -= lr g (what a backend's fused training step
+        applies), else None."""
+        return None
+
     def _update(self, backend, p, g, state) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -122,6 +127,10 @@ class SGD(Optimizer):
 
     name = "sgd"
     defaults = {"learning_rate": 0.01, "weight_decay": 0.0}
+
+    def plain_step_size(self) -> float | None:
+        h = self.hparams
+        return h["learning_rate"] if h["weight_decay"] == 0 else None
 
     def _update(self, backend, p, g, state):
         h = self.hparams

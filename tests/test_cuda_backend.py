@@ -72,6 +72,41 @@ def test_every_case_matches_the_oracle(emu, oracle, case, dtype):
 
 
 @pytest.mark.emu
+def test_fit_runs_small_mlps_through_the_fused_step_and_matches_numpy(emu, rng, monkeypatch):
+    """Plain SGD on an MLP with every width <= 128: each step of fit (the short last batch
+    too) is the fused pair of launches, with the numpy backend's losses and weights; a
+    momentum fit, a wide layer or fused_mlp=False take the layer-by-layer step."""
+    from mlpaccel.backends.cuda import CudaEmuBackend
+
+    X = rng.standard_normal((203, 2)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] > 0).astype(int) + (X[:, 0] > 1)
+    kw = dict(loss="cross_entropy", random_state=0)
+    fit = dict(epochs=3, batch_size=32, learning_rate=0.1, verbose=0, metrics=())
+    ref = mlpaccel.MLP([2, 16, 16, 3], backend="numpy", **kw).fit(X, y, optimizer="sgd", **fit)
+
+    def launches(backend, layers, optimizer):
+        calls = _record_launches(backend, monkeypatch)
+        m = mlpaccel.MLP(layers, backend=backend, **kw)
+        m.fit(X, y, optimizer=optimizer, **fit)
+        monkeypatch.undo()
+        return m, [c[0] for c in calls]
+
+    m, names = launches(emu, [2, 16, 16, 3], "sgd")
+    fused = [n for n in names if n.startswith("fused_mlp_fwdbwd")]
+    assert len(fused) == 3 * 7 and not any(n.startswith("gemm") for n in names)
+    np.testing.assert_allclose(m.history["loss"], ref.history["loss"], rtol=1e-5)
+    for (W, b), (Wr, br) in zip(m.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(W, Wr, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(b, br, rtol=1e-4, atol=1e-6)
+    for backend, layers, optimizer in ((emu, [2, 16, 16, 3], "momentum"),
+                                       (emu, [2, 130, 3], "sgd"),
+                                       (CudaEmuBackend(fused_mlp=False), [2, 16, 16, 3], "sgd")):
+        _, names = launches(backend, layers, optimizer)
+        assert not any(n.startswith("fused_mlp") for n in names), (layers, optimizer)
+    assert emu.info()["fused_mlp"].startswith("on")
+
+
+@pytest.mark.emu
 @pytest.mark.parametrize("below", ["relu", "sigmoid", "elu"])
 def test_backward_applies_the_lower_layers_derivative_in_the_gemm_epilogue(emu, rng,
                                                                            monkeypatch, below):
@@ -634,3 +669,24 @@ def test_kernels_are_race_free_and_in_bounds(checked_emu, oracle, case):
     got = sr.run_case(checked_emu, case, inp, np.float32)
     for key, r in want.items():
         assert sr.max_rel_err(got[key], r) <= 10 * TOL[np.dtype(np.float32)], (case, key)
+
+
+@pytest.mark.cuda
+def test_cuda_fit_of_a_small_mlp_records_the_fused_step(gpu, rng, monkeypatch):
+    """On the GPU the fused step is recorded into the epoch graph (the short batch too) and
+    trains as the numpy backend does."""
+    X = rng.standard_normal((203, 2)).astype(np.float32)
+    y = (X[:, 0] * X[:, 1] > 0).astype(int) + (X[:, 0] > 1)
+    kw = dict(loss="cross_entropy", random_state=0)
+    fit = dict(epochs=4, batch_size=32, learning_rate=0.1, verbose=0, metrics=())
+    ref = mlpaccel.MLP([2, 16, 16, 3], backend="numpy", **kw).fit(X, y, optimizer="sgd", **fit)
+    calls = _record_launches(gpu, monkeypatch)
+    m = mlpaccel.MLP([2, 16, 16, 3], backend=gpu, **kw)
+    Xd, Td = m.device_data(X, y)
+    m.fit(Xd, Td, optimizer="sgd", **fit)
+    assert any(c[0].startswith("fused_mlp_fwdbwd") for c in calls)
+    assert gpu.info()["graph"].startswith("captured"), gpu.info()["graph"]
+    np.testing.assert_allclose(m.history["loss"], ref.history["loss"], rtol=1e-5)
+    for got, want in zip(m.get_weights(), ref.get_weights()):
+        for a, r in zip(got, want):
+            np.testing.assert_allclose(a, r, rtol=1e-4, atol=1e-6)

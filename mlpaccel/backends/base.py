@@ -262,6 +262,14 @@ class Backend(abc.ABC):
                 grad_x = self.activation_grad(bname, bz, ba, grad_x, **bparams)
         return grad_x, grad_W, grad_b
 
+    def fused_sgd_step(self, model, batch: int):
+        """A whole plain-SGD training step of ``model`` (an ``MLP``) at ``batch`` rows as one
+        fused program, or None where this backend has none for it. The object's
+        ``step(params, x, t, lr)`` updates the flat ``params`` in place (p -= lr * mean
+        gradient of the model's loss on x (batch, n_in), targets t (batch, n_out)) and returns
+        the loss before the update as a 0-d array."""
+        return None
+
     def capture(self, fn):
         """Return a callable equivalent to ``fn`` (which only touches preallocated buffers).
         Backends that can record work once and replay it (CUDA graphs) override this; the

@@ -204,7 +204,9 @@ class _GraphStep:
 class CudaBackend(Backend):
     """Our kernels on an NVIDIA GPU. Options: ``device`` (index), ``gemm`` ("ours" or "cublas",
     the latter ``cupy.matmul`` for comparison only), ``precision`` ("fp32" or "tf32": TF32
-    tensor cores in our GEMM, relative error ~1e-3)."""
+    tensor cores in our GEMM, relative error ~1e-3), ``fused_mlp`` (default True: plain-SGD
+    training of float32 ReLU/softmax-CE MLPs whose widths are all <= 128 runs each step as
+    the fused kernels of ``cuda_fused_mlp``; False: always the layer-by-layer step)."""
 
     name = "cuda"
     rung = ("SIMT: thousands of threads in lock-step warps; memory latency is hidden by "
@@ -212,7 +214,9 @@ class CudaBackend(Backend):
     #: adam_update takes the step count as a device array (so Adam can be recorded in a graph)
     device_step_count = True
 
-    def __init__(self, device: int = 0, gemm: str = "ours", precision: str = "fp32") -> None:
+    def __init__(self, device: int = 0, gemm: str = "ours", precision: str = "fp32",
+                 fused_mlp: bool = True) -> None:
+        self.fused_mlp = bool(fused_mlp)
         if gemm not in _GEMMS:
             raise ValueError(f"gemm must be one of {_GEMMS}, got {gemm!r}")
         if precision not in _PRECISIONS:
@@ -255,7 +259,10 @@ class CudaBackend(Backend):
     def info(self) -> dict:
         out = {"backend": self.name, "emulator": self.is_emulator, **self.driver.info(),
                "gemm": self.gemm if self.gemm == "cublas" else f"ours ({self.precision})",
-               "graph": self._graph_state}
+               "graph": self._graph_state,
+               "fused_mlp": ("on: plain-SGD steps of MLPs with every width <= 128 (float32, "
+                             "ReLU, softmax-CE) run as two fused launches" if self.fused_mlp
+                             else "off")}
         return out
 
     def synchronize(self) -> None:
@@ -713,6 +720,18 @@ class CudaBackend(Backend):
         if name == "linear":
             return z, z
         return z, self.activation(name, z, out=out_a, **p)
+
+    def fused_sgd_step(self, model, batch):
+        """``cuda_fused_mlp.FusedMLPStep`` for ``model`` when it computes it (every width
+        <= 128, float32, biases, ReLU hidden layers, softmax-CE) and ``fused_mlp`` is on."""
+        if not self.fused_mlp:
+            return None
+        from .cuda_fused_mlp import FusedMLPStep
+
+        try:
+            return FusedMLPStep.for_model(model, batch)
+        except ValueError:  # a model the kernel does not compute: the layer-by-layer step
+            return None
 
     def linear_backward(self, x, W, z, a, grad_a, activation="linear", need_grad_x=True,
                         has_bias=True, out_grad_W=None, out_grad_b=None, below=None,
