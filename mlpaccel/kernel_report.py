@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -120,8 +121,39 @@ def _version(nvcc: str) -> str:
     return res.stdout.strip().splitlines()[-1] if res.stdout.strip() else nvcc
 
 
+_file_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
 def compile_report(src: Path, nvcc: str, include: Path | None = None) -> dict:
-    """Run nvcc on one file (or reuse the cached result): {"ok", "log", "kernels", "maxntid"}."""
+    """Run nvcc on one file (or reuse the cached result): {"ok", "log", "kernels", "maxntid"}.
+    One compile per file at a time: a second caller (e.g. a test while ``prefetch`` runs)
+    waits for the first and then reads its cached result."""
+    with _locks_guard:
+        lock = _file_locks.setdefault(str(Path(src).resolve()), threading.Lock())
+    with lock:
+        return _compile_report(src, nvcc, include)
+
+
+def prefetch(sources: list[Path], include: Path | None = None) -> threading.Thread | None:
+    """Compile ``sources`` into the cache on a background thread (None without nvcc): the
+    test session starts ptxas's minutes of work on gemm.cu while other tests run."""
+    nvcc = nvcc_path()
+    if nvcc is None:
+        return None
+
+    def work():
+        for src in sorted(sources, key=lambda p: -p.stat().st_size):  # the longest first
+            try:
+                compile_report(src, nvcc, include)
+            except Exception:  # the test that needs it reports the error itself
+                pass
+    t = threading.Thread(target=work, name="mlpaccel-nvcc-prefetch", daemon=True)
+    t.start()
+    return t
+
+
+def _compile_report(src: Path, nvcc: str, include: Path | None = None) -> dict:
     include = include or kernel_dir()
     flags = [*NVCC_FLAGS, f"-I{include}"]
     h = hashlib.sha256(("\0".join(flags) + _version(nvcc)).encode())

@@ -66,6 +66,24 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
+def pytest_collection_finish(session):
+    """When the nvcc static checks are in this session, start their compiles now (cached by
+    source hash; a cold ptxas run of gemm.cu takes minutes of one core) so they overlap the
+    rest of the suite instead of running after it."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("MLPACCEL_NVCC_CHECKS", "1") == "0":
+        return
+    if not any(item.nodeid.startswith("tests/test_kernel_static.py") for item in session.items):
+        return
+    from mlpaccel import kernel_report as kr
+
+    root = Path(__file__).resolve().parent.parent
+    sources = sorted((root / "kernels").glob("*.cu"))
+    kr.prefetch(sources, include=root / "kernels")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         callspec = getattr(item, "callspec", None)
