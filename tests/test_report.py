@@ -170,3 +170,25 @@ def test_peer_ratio_table_pairs_gpu_with_gpu_and_cpu_with_cpu():
         "| numba | sgd | 64 | 400 ms | PyTorch eager (CPU) (SGD) | 500 ms | 0.80 |",
         "| numba | sgd | 64 | 400 ms | numpy MLP.fit | 800 ms | 0.50 |"]  # no Adam peer: none
     assert report.peer_ratio_table({"machines": {"m0": {}}, "rows": rows[-1:]}) == ""
+
+
+def test_demo_shows_the_newest_recorded_run_per_gpu(tmp_path):
+    from mlpaccel.commands.demo import _recorded_gpu_docs
+
+    paths = []
+    for i, (gpu, created) in enumerate([("NVIDIA H200", "2026-12-04 12:09 UTC"),
+                                        ("NVIDIA H200", "2026-12-04 14:45 UTC"),
+                                        ("NVIDIA H100 80GB HBM3", "2026-11-24 22:44 UTC"),
+                                        (None, "2026-12-05 00:00 UTC")]):
+        doc = synthetic(gpu=gpu is not None)
+        if gpu:
+            doc["machines"]["m0"]["gpu_device"] = gpu
+        doc["created"] = created
+        p = tmp_path / f"r{i}" / "results.json"
+        p.parent.mkdir()
+        p.write_text(json.dumps(doc))
+        paths.append(p)
+    docs = _recorded_gpu_docs(paths)
+    got = sorted((d["machines"]["m0"]["gpu_device"], d["created"]) for d in docs)
+    assert got == [("NVIDIA H100 80GB HBM3", "2026-11-24 22:44 UTC"),
+                   ("NVIDIA H200", "2026-12-04 14:45 UTC")]

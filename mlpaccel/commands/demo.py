@@ -37,22 +37,26 @@ def recorded_results() -> list[Path]:
     return found
 
 
-def _recorded_gpu_docs() -> list[dict]:
+def _gpu_names(doc: dict) -> tuple:
+    return tuple(sorted({info.get("gpu_device") or info.get("gpu_name") or ""
+                         for info in doc["machines"].values()} - {""}))
+
+
+def _recorded_gpu_docs(paths=None) -> list[dict]:
+    """The newest recorded run per GPU model (several runs on one GPU would only repeat its
+    rows): results.json files from ``paths`` (default ``recorded_results()``)."""
     from .. import bench
 
-    docs, seen = [], set()
-    for path in recorded_results():
+    newest: dict[tuple, dict] = {}
+    for path in recorded_results() if paths is None else paths:
         try:
             doc = bench.load_results(path)
         except (OSError, ValueError):
             continue
-        if any(info.get("gpu_name") or info.get("gpu_device")
-               for info in doc["machines"].values()):
-            key = (doc.get("created"), repr(sorted(doc["machines"].items())))
-            if key not in seen:  # the same file in the checkout and in the package
-                seen.add(key)
-                docs.append(doc)
-    return docs
+        gpus = _gpu_names(doc)
+        if gpus and str(doc.get("created", "")) >= str(newest.get(gpus, {}).get("created", "")):
+            newest[gpus] = doc
+    return list(newest.values())
 
 
 def run(args) -> int:
