@@ -66,6 +66,21 @@ def rng(request):
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
 
 
+@pytest.fixture(scope="session")
+def checked_emu():
+    """cuda-emu with the race detector (two thread schedules) and guard-page bounds checks."""
+    if unavailable_reason("cuda-emu") is not None:
+        pytest.skip("cuda-emu unavailable")
+    from mlpaccel.backends.cuda import CudaEmuBackend
+    from mlpaccel.backends.cuda_emu import EmuDriver
+
+    class Checked(CudaEmuBackend):
+        def _make_driver(self):
+            return EmuDriver(schedules=("forward", "reverse"), check_bounds=True)
+
+    return Checked()
+
+
 def pytest_collection_finish(session):
     """When the nvcc static checks are in this session, start their compiles now (cached by
     source hash; a cold ptxas run of gemm.cu takes minutes of one core) so they overlap the

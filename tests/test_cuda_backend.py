@@ -642,21 +642,6 @@ def test_cuda_arrays_out_of_memory_and_info(gpu, rng):
 
 
 # ====================================================================== emulator checking modes
-@pytest.fixture(scope="module")
-def checked_emu():
-    """cuda-emu with the race detector (two thread schedules) and guard-page bounds checks."""
-    if unavailable_reason("cuda-emu") is not None:
-        pytest.skip("cuda-emu unavailable")
-    from mlpaccel.backends.cuda import CudaEmuBackend
-    from mlpaccel.backends.cuda_emu import EmuDriver
-
-    class Checked(CudaEmuBackend):
-        def _make_driver(self):
-            return EmuDriver(schedules=("forward", "reverse"), check_bounds=True)
-
-    return Checked()
-
-
 @pytest.mark.emu
 @pytest.mark.parametrize("case", [c for c in sr.CASES if not c.startswith("matmul")])
 def test_kernels_are_race_free_and_in_bounds(checked_emu, oracle, case):

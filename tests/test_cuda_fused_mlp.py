@@ -32,21 +32,6 @@ def emu():
     return mlpaccel.get_backend("cuda-emu")
 
 
-@pytest.fixture(scope="module")
-def checked_emu():
-    """cuda-emu with the race detector (two thread schedules) and guard-page bounds checks."""
-    if unavailable_reason("cuda-emu") is not None:
-        pytest.skip("cuda-emu unavailable")
-    from mlpaccel.backends.cuda import CudaEmuBackend
-    from mlpaccel.backends.cuda_emu import EmuDriver
-
-    class Checked(CudaEmuBackend):
-        def _make_driver(self):
-            return EmuDriver(schedules=("forward", "reverse"), check_bounds=True)
-
-    return Checked()
-
-
 # ---------------------------------------------------------------- the float64 reference
 def ref_step(p, sizes, x, t, lr):
     """(loss before the step, parameters after it) in float64: relu hidden layers, linear

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,23 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import mlpaccel  # noqa: E402
 from mlpaccel.backends.cuda_fused_mlp import FusedMLPStep  # noqa: E402
 
-
-def _timer(B):
-    """(start, stop -> seconds) on CUDA events where the backend has CuPy, else wall time."""
-    cupy = getattr(getattr(B, "driver", None), "cupy", None)
-    if cupy is not None:
-        def start():
-            e = cupy.cuda.Event()
-            e.record()
-            return e
-
-        def stop(e0):
-            e1 = cupy.cuda.Event()
-            e1.record()
-            e1.synchronize()
-            return cupy.cuda.get_elapsed_time(e0, e1) / 1e3
-        return start, stop
-    return time.perf_counter, lambda t0: time.perf_counter() - t0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from step_profile import _timer  # noqa: E402  (CUDA events, else wall time)
 
 
 def _time(B, body, tries: int) -> float:
