@@ -67,6 +67,16 @@ def rng(request):
 
 
 @pytest.fixture(scope="session")
+def emu():
+    """The cuda-emu backend (its kernels compiled once per session); skips without g++.
+    (tests/test_cuda_gemm.py has its own ``emu``: the bare emulator driver.)"""
+    reason = unavailable_reason("cuda-emu")
+    if reason is not None:
+        pytest.skip(f"cuda-emu unavailable: {reason}")
+    return mlpaccel.get_backend("cuda-emu")
+
+
+@pytest.fixture(scope="session")
 def checked_emu():
     """cuda-emu with the race detector (two thread schedules) and guard-page bounds checks."""
     if unavailable_reason("cuda-emu") is not None:

@@ -32,14 +32,6 @@ TOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}  # max_rel_err b
 
 
 @pytest.fixture(scope="module")
-def emu():
-    reason = unavailable_reason("cuda-emu")
-    if reason is not None:
-        pytest.skip(f"cuda-emu unavailable: {reason}")
-    return mlpaccel.get_backend("cuda-emu")
-
-
-@pytest.fixture(scope="module")
 def oracle():
     return mlpaccel.get_backend("numpy")
 

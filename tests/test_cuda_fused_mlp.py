@@ -24,14 +24,6 @@ from mlpaccel.params import ParamLayout
 TOOLS = Path(__file__).resolve().parent.parent / "tools"
 
 
-@pytest.fixture(scope="module")
-def emu():
-    reason = unavailable_reason("cuda-emu")
-    if reason is not None:
-        pytest.skip(f"cuda-emu unavailable: {reason}")
-    return mlpaccel.get_backend("cuda-emu")
-
-
 # ---------------------------------------------------------------- the float64 reference
 def ref_step(p, sizes, x, t, lr):
     """(loss before the step, parameters after it) in float64: relu hidden layers, linear
