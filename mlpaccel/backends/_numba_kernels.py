@@ -639,8 +639,13 @@ def act_flat(code, z, out, alpha, one):
 @njit(parallel=True, **_OPTS)
 def dact_flat(code, z, a, g, out, alpha, one):
     """out = g * f'(z) elementwise (every activation but softmax)."""
-    for i in prange(g.size):
-        out[i] = _dact(code, z[i], a[i], g[i], alpha, one)
+    if code == RELU:  # the common case as its own branch-free loop (vectorizes: ~5x)
+        zero = one - one
+        for i in prange(g.size):
+            out[i] = g[i] if z[i] > zero else zero
+    else:
+        for i in prange(g.size):
+            out[i] = _dact(code, z[i], a[i], g[i], alpha, one)
 
 
 @njit(parallel=True, **_OPTS)
