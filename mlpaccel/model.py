@@ -373,32 +373,31 @@ class MLP:
                             B.view(T_flat, s * n_out, (k, n_out)), k / n_samples))
         params, grads = self._params, self._grads
         n = len(batches)
+        rows = {x.shape[0] for x, _, _ in batches}
+        capturable = opt.capturable_on(B)
         lr = opt.plain_step_size()
         fused = None
-        if lr is not None:  # plain SGD: the backend may run a whole step as one fused program
-            fused = {k: B.fused_sgd_step(self, k) for k in {x.shape[0] for x, _, _ in batches}}
+        if lr is not None and capturable:  # plain SGD: maybe one fused program per step
+            fused = {k: B.fused_sgd_step(self, k) for k in rows}
             if any(f is None for f in fused.values()):
                 fused = None
-        if fused is not None and opt.capturable_on(B):
-            def fused_body():
-                for x, t, w in batches:
-                    B.axpy(w, fused[x.shape[0]].step(params, x, t, lr), acc)
-            captured = B.capture(fused_body)
+        if fused is not None:
+            def train(x, t, w, update):  # gradient and update in the backend's fused step
+                B.axpy(w, fused[x.shape[0]].step(params, x, t, lr), acc)
+        else:
+            # one set of buffers per batch size; the loss buffer is read right after the step
+            grad = {k: self._grad_fn_for(k) for k in rows}
 
-            def run():
-                opt.iterations += n
-                captured()
-            self._steps[key] = (sig, run)
-            return run
-        # one set of buffers per batch size; the loss buffer is read right after each step
-        steps = [(x, t, w, *self._grad_fn_for(x.shape[0])[2:]) for x, t, w in batches]
+            def train(x, t, w, update):
+                _, _, loss_buf, grad_fn = grad[x.shape[0]]
+                grad_fn(x, t)
+                update(B, params, grads)
+                B.axpy(w, loss_buf, acc)
 
-        if opt.capturable_on(B):
+        if capturable:
             def body():
-                for x, t, w, loss_buf, grad_fn in steps:
-                    grad_fn(x, t)
-                    opt.update(B, params, grads)
-                    B.axpy(w, loss_buf, acc)
+                for x, t, w in batches:
+                    train(x, t, w, opt.update)
             captured = B.capture(body)
 
             def run():
@@ -406,10 +405,8 @@ class MLP:
                 captured()
         else:
             def run():
-                for x, t, w, loss_buf, grad_fn in steps:
-                    grad_fn(x, t)
-                    opt.step(B, params, grads)
-                    B.axpy(w, loss_buf, acc)
+                for x, t, w in batches:
+                    train(x, t, w, opt.step)
         self._steps[key] = (sig, run)
         return run
 

@@ -494,22 +494,21 @@ def peer_ratio_table(doc: dict) -> str:
             return {tuple(r["shape"]): r for r in _ok(doc, machine=machine, backend=backend,
                                                        op=op, **kw)}
         gemm = []
+
+        def ratio_row(ours, peer, label, a, b):
+            return (f"| {ours} vs {peer} | {label} | {_fmt(a['gflops'])} | {_fmt(b['gflops'])} | "
+                    f"{a['gflops'] / b['gflops']:.2f} |")
+        forms = {"matmul": "", "matmul_tn": " (Aᵀ·B)", "matmul_nt": " (A·Bᵀ)"}
         for ours, peer in (("cuda", "cuBLAS (CuPy)"), ("numba", "numpy")):
             a, b = times(ours, group="matmul-square"), times(peer, group="matmul-square")
-            for shape in sorted(set(a) & set(b)):
-                if shape[0] >= 512:
-                    gemm.append(f"| {ours} vs {peer} | {shape[0]}³ | {_fmt(a[shape]['gflops'])} | "
-                                f"{_fmt(b[shape]['gflops'])} | "
-                                f"{a[shape]['gflops'] / b[shape]['gflops']:.2f} |")
-            for op in ("matmul", "matmul_tn", "matmul_nt"):  # the MLP's shapes, every form
+            gemm += [ratio_row(ours, peer, f"{s[0]}³", a[s], b[s])
+                     for s in sorted(set(a) & set(b)) if s[0] >= 512]
+            for op, form in forms.items():  # the MLP's shapes, every form, by batch
                 a = times(ours, op=op, group="matmul-mlp")
                 b = times(peer, op=op, group="matmul-mlp")
-                for shape in sorted(set(a) & set(b), key=lambda s: (s[2] if op == "matmul_tn"
-                                                                    else s[0], s)):
-                    form = {"matmul": "", "matmul_tn": " (Aᵀ·B)", "matmul_nt": " (A·Bᵀ)"}[op]
-                    gemm.append(f"| {ours} vs {peer} | {'×'.join(map(str, shape))}{form} | "
-                                f"{_fmt(a[shape]['gflops'])} | {_fmt(b[shape]['gflops'])} | "
-                                f"{a[shape]['gflops'] / b[shape]['gflops']:.2f} |")
+                batch = (lambda s: s[2]) if op == "matmul_tn" else (lambda s: s[0])
+                gemm += [ratio_row(ours, peer, "×".join(map(str, s)) + form, a[s], b[s])
+                         for s in sorted(set(a) & set(b), key=lambda s: (batch(s), s))]
         if gemm:
             out += [f"GEMM on {machine} (float32, GFLOP/s; ratio = ours / peer, target 0.9 "
                     "for cuda vs cuBLAS, 0.7 for numba vs NumPy; MLP shapes are m×n×k):", "",
