@@ -131,6 +131,13 @@ def _median_ms(times):
     return 1e3 * statistics.median(times)
 
 
+def _backend(kind):
+    """``numba-perop``: the numba backend with its fused training step turned off."""
+    if kind == "numba-perop":
+        return mlpaccel.get_backend("numba", fused_step=False)
+    return mlpaccel.get_backend(kind)
+
+
 # Each contender runs in its own process, and only one computes at a time. In one process,
 # the idle thread pools of the others (OpenBLAS and PyTorch spin-wait after each call) steal
 # the second core from the one being timed, which measured numba 3-7x slower than it is.
@@ -156,7 +163,7 @@ def _worker(conn, kind, threads, n, trainer=False):
             if bs not in runners:
                 cls = FitMLP if trainer else BackendMLP
                 runners[bs] = (TorchMLP(X, y, bs, threads) if kind == "torch" else
-                               cls(mlpaccel.get_backend(kind), X, y, bs))
+                               cls(_backend(kind), X, y, bs))
             t0 = time.perf_counter()
             loss = runners[bs].epoch(perm)
             conn.send((time.perf_counter() - t0, loss))
@@ -214,23 +221,30 @@ class Contenders:
             proc.join(timeout=10)
 
 
-def run_epochs(batches, repeats, n, threads, with_torch, trainer=False):
+def run_epochs(batches, repeats, n, threads, with_torch, trainer=False, compare_perop=False):
     rng = np.random.default_rng(1)
     how = "MLP.fit (the real trainer)" if trainer else "Backend ops, preallocated"
     print(f"\n## One epoch, {n} samples, 784-256-256-10 ReLU, softmax-CE, SGD; {threads} threads;"
           f" median of {repeats} (ms); mlpaccel via {how}; one process per contender, "
           "run in turn\n")
+    perop = trainer and compare_perop
     head = "| batch | numba | numpy | torch | numba/numpy | numba/torch |"
-    print(head + "\n|" + "---|" * 6)
-    kinds = ["numba", "numpy"] + (["torch"] if with_torch else [])
+    if perop:
+        head += " numba per-op | fused/per-op |"
+    print(head + "\n|" + "---|" * (8 if perop else 6))
+    kinds = ["numba", "numpy"] + (["torch"] if with_torch else []) + (
+        ["numba-perop"] if perop else [])
     pool = Contenders(kinds, threads, n, trainer)
     try:
         for bs in batches:
             times = pool.run(("epoch", bs, rng.permutation(n)), repeats)
             ms = {k: _median_ms(v) for k, v in times.items()}
             tt = ms.get("torch", float("nan"))
-            print(f"| {bs} | {ms['numba']:.0f} | {ms['numpy']:.0f} | {tt:.0f} | "
-                  f"{ms['numba'] / ms['numpy']:.2f} | {ms['numba'] / tt:.2f} |", flush=True)
+            row = (f"| {bs} | {ms['numba']:.0f} | {ms['numpy']:.0f} | {tt:.0f} | "
+                   f"{ms['numba'] / ms['numpy']:.2f} | {ms['numba'] / tt:.2f} |")
+            if perop:
+                row += f" {ms['numba-perop']:.0f} | {ms['numba'] / ms['numba-perop']:.2f} |"
+            print(row, flush=True)
     finally:
         pool.close()
 
@@ -268,6 +282,8 @@ def main(argv=None):
     ap.add_argument("--no-matmul", action="store_true")
     ap.add_argument("--trainer", action="store_true",
                     help="time mlpaccel's epochs through MLP.fit instead of Backend ops")
+    ap.add_argument("--perop", action="store_true",
+                    help="with --trainer: also time numba with its fused step off")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for numba, BLAS and torch (default: numba's default)")
     args = ap.parse_args(argv)
@@ -288,7 +304,8 @@ def main(argv=None):
             except ImportError:
                 print("(PyTorch not installed: its column is empty)")
                 with_torch = False
-        run_epochs(args.batches, args.repeats, args.samples, threads, with_torch, args.trainer)
+        run_epochs(args.batches, args.repeats, args.samples, threads, with_torch, args.trainer,
+                   args.perop)
     if not args.no_matmul:
         run_matmul(max(args.repeats, 5), threads)
 

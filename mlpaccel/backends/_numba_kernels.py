@@ -452,8 +452,10 @@ def _task_split(nap, nbp, nthreads):
 
 
 @njit(parallel=True, **_OPTS)
-def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
-    """C = op(A) @ op(B) (+ bias); when ``code`` is not LINEAR also Aout = f(C).
+def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum):
+    """C = op(A) @ op(B) (+ bias); when ``code`` is not LINEAR also Aout = f(C). With
+    ``accum``: C += op(A) @ op(B) (no bias, code LINEAR; a fused training step adds
+    x^T (-lr delta) straight into W this way).
 
     A (M, K) or (K, M) if ta; B (K, N) or (N, K) if tb; C, Aout (M, N); bias (N,);
     ``alpha`` (activation parameter) and ``one`` are scalars of C's dtype; ``nthreads`` sizes
@@ -540,7 +542,7 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
                         i0 = ip * MR
                         mr = min(MR, M - i0)
                         if mr == MR and nr == NR:  # full tile: accumulate in C itself
-                            init = 1 if kb > 0 else (2 if has_bias else 0)
+                            init = 1 if kb > 0 or accum else (2 if has_bias else 0)
                             last = kb == nkb - 1
                             _micro_tile_c(Af, i0 * rsa + pc * csa, rsa, csa, bsrc, bo, rsb, kc,
                                           Cf, i0 * N + j0, N, init, bias, j0,
@@ -553,9 +555,9 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads):
                         else:
                             _micro_tile(Af, i0 * rsa + pc * csa, rsa, csa, bsrc, bo, rsb, kc,
                                         tile)
-                        _write_tile(C, tile, i0, j0, mr, nr, NR, kb == 0, kb == nkb - 1, bias,
-                                    has_bias, code, alpha, Aout, one)
-    if K == 0:  # empty sum: C = bias (or 0), still through the epilogue
+                        _write_tile(C, tile, i0, j0, mr, nr, NR, kb == 0 and not accum,
+                                    kb == nkb - 1, bias, has_bias, code, alpha, Aout, one)
+    if K == 0 and not accum:  # empty sum: C = bias (or 0), still through the epilogue
         z = np.zeros(MR * NR, dtype=C.dtype)
         for i0 in range(0, M, MR):
             for j0 in range(0, N, NR):
@@ -592,8 +594,9 @@ def _write_tile(C, tile, i0, j0, mr, nr, NR, first, last, bias, has_bias, code, 
 
 
 @njit(parallel=True, **_OPTS)
-def gemm_narrow(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one):
-    """C = op(A) @ op(B) (+ bias), Aout = f(C), for C with N <= 16 columns and K >= 1.
+def gemm_narrow(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, accum):
+    """C = op(A) @ op(B) (+ bias), Aout = f(C), for C with N <= 16 columns and K >= 1
+    (``accum``: C += op(A) @ op(B), as ``gemm``).
 
     op(B) (K x N) is packed once into K rows of 16 (zero padded: a few KB); op(A) is read in
     place through strides (A or A^T alike), 12 rows per task; the last, partial row block is
@@ -622,8 +625,8 @@ def gemm_narrow(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one):
                 for i in range(mr):
                     Ae[k * MRN + i] = A[k, i0 + i] if ta else A[i0 + i, k]
             _micro_narrow(Ae, 0, 1, MRN, Wp, K, tile)
-        _write_tile(C, tile, i0, 0, mr, N, NRN, True, True, bias, has_bias, code, alpha, Aout,
-                    one)
+        _write_tile(C, tile, i0, 0, mr, N, NRN, not accum, True, bias, has_bias, code, alpha,
+                    Aout, one)
     return C
 
 
@@ -979,3 +982,157 @@ def _serial_twin(dispatcher):
 
 
 SERIAL = {name: _serial_twin(globals()[name]) for name in PARALLEL_KERNELS}
+
+
+# ----------------------------------------------------------------------------- the whole step
+# A plain-SGD training step of an MLP as ONE compiled call (the numba counterpart of the cuda
+# backend's recorded step): no Python between the ~12 kernels of a step, and no separate
+# update pass. The backward pass carries deltas pre-scaled by -lr, so each weight gradient
+# GEMM adds x^T (-lr delta) straight into W (``accum``) and each bias gets its column sums:
+# the gradient is never written out and the update never re-reads W (after the forward GEMM
+# both cores hold W's lines, so a separate update pass pays a coherence miss per line).
+LOSS_XENT, LOSS_MSE = 0, 1
+_gemm_serial = SERIAL["gemm"]
+_gemm_narrow_serial = SERIAL["gemm_narrow"]
+_delta_serial = SERIAL["delta_and_bias_grad"]
+
+
+@njit(**_OPTS)
+def _gemm_auto(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum):
+    """``gemm`` / ``gemm_narrow``, parallel or serial twin, as the backend's ``_gemm`` picks
+    them (same thresholds); K >= 1."""
+    if ta:
+        K, M = A.shape
+    else:
+        M, K = A.shape
+    N = C.shape[1]
+    macs = M * N * K
+    if N <= 16:
+        if macs < SERIAL_MACS_NARROW:
+            _gemm_narrow_serial(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, accum)
+        else:
+            gemm_narrow(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, accum)
+    elif macs < SERIAL_MACS:
+        _gemm_serial(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum)
+    else:
+        gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum)
+
+
+@njit(**_OPTS)
+def _scaled_loss_grad(kind, o, t, g, s):
+    """Batch-mean loss of output o (M, N) against targets t; g = s * d loss / d o.
+    kind LOSS_XENT: o are logits, softmax cross-entropy with probability rows t (as
+    ``softmax_xent_probs``); LOSS_MSE: 1/2 sum (o - t)^2 (as ``mse``)."""
+    m, c = o.shape
+    total = 0.0
+    inv_m = 1.0 / m
+    for r in range(m):
+        if kind == LOSS_XENT:
+            mx = o[r, 0]
+            for j in range(1, c):
+                mx = max(mx, o[r, j])
+            se = 0.0
+            ysum = 0.0
+            yz = 0.0
+            for j in range(c):
+                e = math.exp(o[r, j] - mx)
+                g[r, j] = e
+                se += e
+                ysum += t[r, j]
+                yz += t[r, j] * o[r, j]
+            total += (mx + math.log(se)) * ysum - yz
+            k = inv_m / se
+            for j in range(c):
+                g[r, j] = s * (g[r, j] * k - t[r, j] * inv_m)
+        else:
+            for j in range(c):
+                d = o[r, j] - t[r, j]
+                total += 0.5 * d * d
+                g[r, j] = s * (d * inv_m)
+    return total * inv_m
+
+
+@njit(**_OPTS)
+def _delta_auto(code, z, a, g, delta, gb, has_bias, alpha, one):
+    if g.size < SERIAL_ELEMENTS:
+        _delta_serial(code, z, a, g, delta, gb, has_bias, alpha, one)
+    else:
+        delta_and_bias_grad(code, z, a, g, delta, gb, has_bias, alpha, one)
+
+
+@njit(**_OPTS)
+def sgd_step(P, x, t, lr, sizes, w_off, b_off, codes, alphas, loss_kind, Zb, Ab, Db, Gb,
+             loss_out, one, nthreads):
+    """One SGD step p -= lr * d loss / d p of an MLP held in the flat buffer P (the MLP layout:
+    per layer W (n_l, n_{l+1}) at w_off[l], b at b_off[l] or -1 without biases), on the batch
+    x (M, n_0) with targets t (M, n_L); writes the loss before the update to loss_out[0].
+
+    Layer l computes z = a_{l-1} W_l + b_l, a_l = f_l(z) (``codes[l]``, ``alphas[l]``); the
+    loss is ``loss_kind`` on the output a_L (LOSS_XENT: a_L are logits, codes[-1] LINEAR).
+    Workspace: Zb, Ab >= M * sum(n_1..n_L) (z and a of every layer), Db >= 3 M max(n_l)
+    (two deltas, ping-pong, and the incoming gradient), Gb >= 2 max(n_l) (bias gradients);
+    ``one``: 1 in P's dtype."""
+    L = sizes.size - 1
+    m = x.shape[0]
+    s = -lr
+    # flags and codes as run-time values: a literal argument (False, LINEAR) would make numba
+    # compile the GEMMs once more per distinct literal (+3 variants each, ~10 s of compile)
+    no = m < 0
+    yes = not no
+    lin = codes[0] * 0 + LINEAR
+    nmax = 0
+    for l in range(1, L + 1):
+        nmax = max(nmax, sizes[l])
+    # forward: z and a of every layer kept for the backward pass
+    off = 0
+    a_prev = x
+    for l in range(L):
+        k, n = sizes[l], sizes[l + 1]
+        W = P[w_off[l]:w_off[l] + k * n].reshape((k, n))
+        has_b = b_off[l] >= 0
+        bias = P[b_off[l]:b_off[l] + n] if has_b else P[0:1]
+        z = Zb[off:off + m * n].reshape((m, n))
+        a = z if codes[l] == LINEAR else Ab[off:off + m * n].reshape((m, n))
+        _gemm_auto(a_prev, W, z, no, no, bias, has_b, codes[l], alphas[l], a, one, nthreads,
+                   no)
+        a_prev = a
+        off += m * n
+    # loss, and the top layer's delta (x -lr) with its bias gradient
+    nL = sizes[L]
+    off -= m * nL
+    zL = Zb[off:off + m * nL].reshape((m, nL))
+    aL = zL if codes[L - 1] == LINEAR else Ab[off:off + m * nL].reshape((m, nL))
+    # gradients w.r.t. a layer's output land in the scratch slot 2 and its delta in slot 0/1:
+    # delta_and_bias_grad in place (g is delta) does not vectorize (256 x 256: 93 vs 17 us)
+    scratch = Db[2 * m * nmax:2 * m * nmax + m * nL].reshape((m, nL))
+    d = Db[0:m * nL].reshape((m, nL))
+    loss_out[0] = _scaled_loss_grad(loss_kind, aL, t, scratch, s)
+    gb = Gb[0:nL]
+    _delta_auto(codes[L - 1], zL, aL, scratch, d, gb, yes, alphas[L - 1], one)
+    # backward, top layer first: the delta of the layer below (through the OLD W_l), then
+    # W_l += a_{l-1}^T d and b_l += colsum(d)
+    turn = 0
+    for l in range(L - 1, -1, -1):
+        k, n = sizes[l], sizes[l + 1]
+        W = P[w_off[l]:w_off[l] + k * n].reshape((k, n))
+        nxt = 1 - turn
+        a_in = x
+        dn = d
+        gbn = gb
+        if l > 0:  # the layer below's delta (slot nxt) and bias gradient
+            off -= m * k
+            zb = Zb[off:off + m * k].reshape((m, k))
+            a_in = zb if codes[l - 1] == LINEAR else Ab[off:off + m * k].reshape((m, k))
+            gx = Db[2 * m * nmax:2 * m * nmax + m * k].reshape((m, k))
+            dn = Db[nxt * m * nmax:nxt * m * nmax + m * k].reshape((m, k))
+            gbn = Gb[nxt * nmax:nxt * nmax + k]
+            _gemm_auto(d, W, gx, no, yes, P[0:1], no, lin, alphas[l], gx, one, nthreads, no)
+            _delta_auto(codes[l - 1], zb, a_in, gx, dn, gbn, yes, alphas[l - 1], one)
+        _gemm_auto(a_in, d, W, yes, no, P[0:1], no, lin, alphas[l], W, one, nthreads, yes)
+        if b_off[l] >= 0:
+            bo = b_off[l]
+            for j in range(n):
+                P[bo + j] += gb[j]
+        d = dn
+        gb = gbn
+        turn = nxt

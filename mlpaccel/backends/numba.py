@@ -50,8 +50,12 @@ class NumbaBackend(HostArrays, Backend):
     rung = ("Many cores: every core runs our own compiled, vectorised kernels, and fusing "
             "ops into one pass saves the memory traffic between them.")
 
-    def __init__(self, **options):
-        super().__init__(**options)
+    def __init__(self, fused_step: bool = True) -> None:
+        """``fused_step`` (default True): ``MLP.fit``'s plain-SGD steps run as one compiled
+        call with the update fused into the weight-gradient GEMMs (``numba_step``); False:
+        always the per-op step (forward, loss, backward, ``sgd_update``)."""
+        super().__init__()
+        self.fused_step = bool(fused_step)
         self._k = _kernels()
         self._jit_seconds: float | None = None
 
@@ -84,6 +88,9 @@ class NumbaBackend(HostArrays, Backend):
         info["gemm"] = (f"register-blocked {self._k.MR} x {self._k.NV}-vector micro-kernel, "
                         f"K blocks of {self._k.KC}")
         info["jit_seconds"] = self._jit_seconds
+        info["fused_step"] = ("on: plain-SGD steps of MLPs (cross_entropy or mse) run as one "
+                              "compiled call, the update inside the weight-gradient GEMMs"
+                              if self.fused_step else "off (per-op steps)")
         return info
 
     def warm_up(self, dtypes=(np.float32,)) -> float:
@@ -159,14 +166,14 @@ class NumbaBackend(HostArrays, Backend):
         if n <= NARROW_N and k > 0:
             # the 64-column tile would waste most of its work: 12 x 16 tiles instead
             args = (a, b, out, bool(ta), bool(tb), bias, has_bias, code, a.dtype.type(alpha),
-                    out_a, one)
+                    out_a, one, False)
             if m * n * k < self._k.SERIAL_MACS_NARROW:
                 self._k.SERIAL["gemm_narrow"](*args)
             else:
                 self._k.gemm_narrow(*args)
             return out, out_a
         args = (a, b, out, bool(ta), bool(tb), bias, has_bias, code, a.dtype.type(alpha),
-                out_a, one, numba.get_num_threads())
+                out_a, one, numba.get_num_threads(), False)
         if m * n * k < self._k.SERIAL_MACS:
             self._k.SERIAL["gemm"](*args)
         else:  # the kernel hands its tasks out itself (atomic counter, one prange step per thread)
@@ -309,6 +316,15 @@ class NumbaBackend(HostArrays, Backend):
              bool(decoupled), t(1))
 
     # ------------------------------------------------------------------ fused composites
+    def fused_sgd_step(self, model, batch):
+        """``numba_step.NumbaSGDStep``: the whole step of ``model`` in one compiled call, the
+        update fused into the weight-gradient GEMMs (None for a loss it does not cover)."""
+        if not self.fused_step:
+            return None
+        from .numba_step import NumbaSGDStep
+
+        return NumbaSGDStep.for_model(model, batch)
+
     def linear_forward(self, x, W, b, activation="linear", out_z=None, out_a=None, **params):
         """z = x @ W + b and a = f(z) in one GEMM: bias and activation are applied in the
         GEMM's write-back while the tile is still in cache (softmax: one extra row pass)."""
