@@ -514,11 +514,13 @@ def test_linear_forward_backward(backend, rng, name, params, bias, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("top", ["relu", "linear"])
 @pytest.mark.parametrize("name,params", ACTIVATION_CASES, ids=ACT_IDS)
+@pytest.mark.parametrize("m,k,n", [(21, 9, 7), (40, 67, 33)], ids=["narrow", "wide"])
 def test_linear_backward_hands_down_the_delta_of_the_layer_below(backend, rng, name, params,
-                                                                 top, dtype):
+                                                                 top, dtype, m, k, n):
     """``below=(f, z, a, params)``: grad_x comes back as (delta W^T) * f'(z) of the layer
-    that produced x, ready for that layer's call with activation="linear"."""
-    m, k, n = 21, 9, 7
+    that produced x, ready for that layer's call with activation="linear". ``wide``: the
+    layer below is wider than a narrow kernel's 16 columns (numba then applies f' in the
+    GEMM's epilogue, on partial tiles too)."""
     x, W = draw(rng, (m, k), dtype), draw(rng, (k, n), dtype, scale=0.5)
     zb64 = rng.standard_normal((m, k))  # the layer below's z and a = f(z)
     ab64 = ref.activation(name, zb64, **params)

@@ -312,3 +312,23 @@ def test_parallel_gemm_task_queue_runs_each_tile_once(nb, rng, threads, ta, tb):
                 _gemm_case(nb, rng, m, k, n, ta, tb, np.float32, out=True)
     finally:
         numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["relu", "tanh", "elu"])
+def test_backward_epilogue_on_the_parallel_gemm(nb, rng, name, dtype):
+    """grad_x of linear_backward(below=...) at a size that runs the parallel GEMM (f' applied
+    tile by tile by the core that computed it) equals the float64 reference."""
+    m, k, n = 256, 200, 130
+    x = rng.standard_normal((m, k)).astype(dtype)
+    W = (0.1 * rng.standard_normal((k, n))).astype(dtype)
+    g = rng.standard_normal((m, n)).astype(dtype)
+    zb = rng.standard_normal((m, k)).astype(dtype)
+    ab = ref.activation(name, zb.astype(np.float64)).astype(dtype)
+    gx, gW, gb = nb.linear_backward(x, W, None, None, g, "linear", below=(name, zb, ab))
+    want = ref.activation_grad(name, zb.astype(np.float64), ab.astype(np.float64),
+                               g.astype(np.float64) @ W.astype(np.float64).T)
+    err = np.linalg.norm(gx - want) / np.linalg.norm(want)
+    assert err < RTOL[dtype] * np.sqrt(n)
+    with pytest.raises(ValueError, match="below's z and a"):
+        nb.linear_backward(x, W, None, None, g, "linear", below=(name, zb[1:], ab[1:]))

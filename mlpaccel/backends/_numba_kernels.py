@@ -121,17 +121,19 @@ def _micro_tile(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, tile):
 
 @intrinsic
 def _micro_tile_c(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, cp, co, ldc, init, biasp,
-                  bofs, relu, outp):
+                  bofs, relu, outp, partp, pofs):
     """As ``_micro_tile``, but the MR x NR tile lives in C itself (no tile buffer, no copy):
     acc starts at 0 (init 0), at C (init 1: a later K block) or at the bias row (init 2);
-    then C[co + i*ldc + j] = acc and, when ``relu``, outp[same] = max(acc, 0).
+    then C[co + i*ldc + j] = acc and, when ``relu`` is 1, outp[same] = max(acc, 0). ``relu``
+    2 is ReLU's backward epilogue: C[...] = acc where outp[same] (the layer's z) > 0, else 0,
+    and, when ``pofs`` >= 0, the tile's column sums are added to partp[pofs + j].
     For full tiles only (every row and column inside C)."""
     i = types.intp
-    sig = types.void(ap, i, i, i, bp, i, i, i, cp, i, i, i, biasp, i, i, outp)
+    sig = types.void(ap, i, i, i, bp, i, i, i, cp, i, i, i, biasp, i, i, outp, partp, i)
 
     def codegen(context, builder, signature, args):
         (apv, aov, rsav, csav, bpv, bov, rsbv, kcv, cpv, cov, ldcv, initv, biv, bofv, reluv,
-         opv) = args
+         opv, ppv, pofv) = args
         st = signature.args
         is32 = st[0].dtype == types.float32
         lanes = 16 if is32 else 8
@@ -144,6 +146,7 @@ def _micro_tile_c(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, cp, co, ldc, ini
         c_ptr = context.make_array(st[8])(context, builder, cpv).data
         bias_ptr = context.make_array(st[12])(context, builder, biv).data
         o_ptr = context.make_array(st[15])(context, builder, opv).data
+        p_ptr = context.make_array(st[16])(context, builder, ppv).data
         fma = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vty, [vty, vty, vty]),
             f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
@@ -190,10 +193,26 @@ def _micro_tile_c(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, cp, co, ldc, ini
                 for v in range(NV):
                     acc = accs[i_ * NV + v]
                     builder.store(builder.call(fma, [av, bvs[v], builder.load(acc)]), acc)
+        is_mask = builder.icmp_signed("==", reluv, ir.Constant(intp, 2))
+        with builder.if_then(is_mask):  # acc = z > 0 ? acc : 0 (NaN z -> 0, as _dact's RELU)
+            for i_ in range(MR):
+                for v in range(NV):
+                    zv = builder.load(cvec(o_ptr, i_, v), align=4)
+                    x = builder.load(accs[i_ * NV + v])
+                    builder.store(builder.select(builder.fcmp_ordered(">", zv, zero_v), x,
+                                                 zero_v), accs[i_ * NV + v])
+            with builder.if_then(builder.icmp_signed(">=", pofv, ir.Constant(intp, 0))):
+                for v in range(NV):
+                    col = builder.load(accs[v])
+                    for i_ in range(1, MR):
+                        col = builder.fadd(col, builder.load(accs[i_ * NV + v]))
+                    pp = builder.bitcast(builder.gep(p_ptr, [builder.add(
+                        pofv, ir.Constant(intp, v * lanes))]), vptr)
+                    builder.store(builder.fadd(builder.load(pp, align=4), col), pp, align=4)
         for i_ in range(MR):
             for v in range(NV):
                 builder.store(builder.load(accs[i_ * NV + v]), cvec(c_ptr, i_, v), align=4)
-        with builder.if_then(builder.icmp_signed("!=", reluv, ir.Constant(intp, 0))):
+        with builder.if_then(builder.icmp_signed("==", reluv, ir.Constant(intp, 1))):
             for i_ in range(MR):
                 for v in range(NV):
                     x = builder.load(accs[i_ * NV + v])
@@ -452,10 +471,15 @@ def _task_split(nap, nbp, nthreads):
 
 
 @njit(parallel=True, **_OPTS)
-def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum):
+def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum, dcode,
+         Zx, Ax, gb, want_gb):
     """C = op(A) @ op(B) (+ bias); when ``code`` is not LINEAR also Aout = f(C). With
     ``accum``: C += op(A) @ op(B) (no bias, code LINEAR; a fused training step adds
-    x^T (-lr delta) straight into W this way).
+    x^T (-lr delta) straight into W this way). With ``dcode >= 0`` (code LINEAR, no bias):
+    the backward epilogue C = (op(A) @ op(B)) * f'(Zx, Ax) for activation ``dcode`` (the
+    layer below's delta, computed by the core that holds the tile), and when ``want_gb``
+    gb_j = sum_i C_ij (its bias gradient; per-row-block partial sums in float64, added in
+    a fixed order: deterministic).
 
     A (M, K) or (K, M) if ta; B (K, N) or (N, K) if tb; C, Aout (M, N); bias (N,);
     ``alpha`` (activation parameter) and ``one`` are scalars of C's dtype; ``nthreads`` sizes
@@ -505,6 +529,11 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accu
     # around every call: ~2 us of Python per GEMM).
     ctr = np.zeros(1, dtype=np.int64)
     ntask = nmb * nnb
+    dgrad = dcode >= 0
+    # bias-gradient partial sums per row block (C's dtype: the vector epilogue adds into it)
+    part = np.zeros((nmb if dgrad and want_gb else 1, N if dgrad and want_gb else 1), C.dtype)
+    Pf = part.reshape(part.size)
+    Zf = Zx.reshape(Zx.size)
     for _q in prange(nthreads):
         tile = np.empty(MR * NR, dtype=C.dtype)
         Ae = np.empty(MR * kcmax, dtype=C.dtype)
@@ -544,11 +573,19 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accu
                         if mr == MR and nr == NR:  # full tile: accumulate in C itself
                             init = 1 if kb > 0 or accum else (2 if has_bias else 0)
                             last = kb == nkb - 1
+                            if last and dgrad and dcode == RELU:  # mask (+ sums) in registers
+                                _micro_tile_c(Af, i0 * rsa + pc * csa, rsa, csa, bsrc, bo, rsb,
+                                              kc, Cf, i0 * N + j0, N, init, bias, j0, 2, Zf,
+                                              Pf, ib * N + j0 if want_gb else -1)
+                                continue
                             _micro_tile_c(Af, i0 * rsa + pc * csa, rsa, csa, bsrc, bo, rsb, kc,
                                           Cf, i0 * N + j0, N, init, bias, j0,
-                                          1 if last and code == RELU else 0, Of)
+                                          1 if last and code == RELU else 0, Of, Pf, -1)
                             if last and code != LINEAR and code != RELU:
                                 _act_tile(C, i0, j0, NR, code, alpha, Aout, one)
+                            if last and dgrad:
+                                _dgrad_tile(C, i0, j0, MR, NR, dcode, Zx, Ax, alpha, one, part,
+                                            ib, want_gb)
                             continue
                         if mr < MR:
                             _micro_tile(Ae, 0, 1, MR, bsrc, bo, rsb, kc, tile)
@@ -557,13 +594,45 @@ def gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accu
                                         tile)
                         _write_tile(C, tile, i0, j0, mr, nr, NR, kb == 0 and not accum,
                                     kb == nkb - 1, bias, has_bias, code, alpha, Aout, one)
+                        if kb == nkb - 1 and dgrad:
+                            _dgrad_tile(C, i0, j0, mr, nr, dcode, Zx, Ax, alpha, one, part, ib,
+                                        want_gb)
+    if dgrad and want_gb:
+        for j in range(N):
+            t = 0.0  # float64 across the row blocks
+            for r in range(part.shape[0]):
+                t += part[r, j]
+            gb[j] = t
     if K == 0 and not accum:  # empty sum: C = bias (or 0), still through the epilogue
         z = np.zeros(MR * NR, dtype=C.dtype)
         for i0 in range(0, M, MR):
             for j0 in range(0, N, NR):
                 _write_tile(C, z, i0, j0, min(MR, M - i0), min(NR, N - j0), NR, True, True,
                             bias, has_bias, code, alpha, Aout, one)
+        if dgrad and want_gb:
+            gb[:] = 0
     return C
+
+
+@njit(inline="always", **_OPTS)
+def _dgrad_tile(C, i0, j0, mr, nr, code, Z, A, alpha, one, part, ib, want_gb):
+    """C = C * f'(Z, A) over one mr x nr tile (just written by this core: in L1), adding
+    its column sums into part[ib] (ReLU: a branch-free loop that vectorizes)."""
+    zero = one - one
+    for i in range(mr):
+        cr = C[i0 + i, j0:j0 + nr]
+        zr = Z[i0 + i, j0:j0 + nr]
+        if code == RELU:
+            for j in range(nr):
+                cr[j] = cr[j] if zr[j] > zero else zero
+        else:
+            ar = A[i0 + i, j0:j0 + nr]
+            for j in range(nr):
+                cr[j] = _dact(code, zr[j], ar[j], cr[j], alpha, one)
+        if want_gb:
+            pr = part[ib, j0:j0 + nr]
+            for j in range(nr):
+                pr[j] += cr[j]
 
 
 @njit(inline="always", **_OPTS)
@@ -1000,7 +1069,7 @@ _delta_serial = SERIAL["delta_and_bias_grad"]
 @njit(**_OPTS)
 def _gemm_auto(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum):
     """``gemm`` / ``gemm_narrow``, parallel or serial twin, as the backend's ``_gemm`` picks
-    them (same thresholds); K >= 1."""
+    them (same thresholds); K >= 1; no derivative epilogue."""
     if ta:
         K, M = A.shape
     else:
@@ -1012,10 +1081,25 @@ def _gemm_auto(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads
             _gemm_narrow_serial(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, accum)
         else:
             gemm_narrow(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, accum)
-    elif macs < SERIAL_MACS:
-        _gemm_serial(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum)
     else:
-        gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum)
+        _gemm_wide(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum,
+                   code - code - 1, C, C, bias, has_bias)
+
+
+@njit(**_OPTS)
+def _gemm_wide(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum,
+               dcode, Zx, Ax, gb, want_gb):
+    """``gemm`` or its serial twin by size (the backend's thresholds)."""
+    if ta:
+        K, M = A.shape
+    else:
+        M, K = A.shape
+    if M * C.shape[1] * K < SERIAL_MACS:
+        _gemm_serial(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum,
+                     dcode, Zx, Ax, gb, want_gb)
+    else:
+        gemm(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum, dcode,
+             Zx, Ax, gb, want_gb)
 
 
 @njit(**_OPTS)
@@ -1123,11 +1207,16 @@ def sgd_step(P, x, t, lr, sizes, w_off, b_off, codes, alphas, loss_kind, Zb, Ab,
             off -= m * k
             zb = Zb[off:off + m * k].reshape((m, k))
             a_in = zb if codes[l - 1] == LINEAR else Ab[off:off + m * k].reshape((m, k))
-            gx = Db[2 * m * nmax:2 * m * nmax + m * k].reshape((m, k))
             dn = Db[nxt * m * nmax:nxt * m * nmax + m * k].reshape((m, k))
             gbn = Gb[nxt * nmax:nxt * nmax + k]
-            _gemm_auto(d, W, gx, no, yes, P[0:1], no, lin, alphas[l], gx, one, nthreads, no)
-            _delta_auto(codes[l - 1], zb, a_in, gx, dn, gbn, yes, alphas[l - 1], one)
+            if k > 16:  # f' and the bias sums in the GEMM's epilogue, tile by tile
+                _gemm_wide(d, W, dn, no, yes, gbn, no, lin, alphas[l - 1], dn, one, nthreads,
+                           no, codes[l - 1], zb, a_in, gbn, yes)
+            else:  # narrow: the GEMM, then one pass (into another buffer: see above)
+                gx = Db[2 * m * nmax:2 * m * nmax + m * k].reshape((m, k))
+                _gemm_auto(d, W, gx, no, yes, P[0:1], no, lin, alphas[l], gx, one, nthreads,
+                           no)
+                _delta_auto(codes[l - 1], zb, a_in, gx, dn, gbn, yes, alphas[l - 1], one)
         _gemm_auto(a_in, d, W, yes, no, P[0:1], no, lin, alphas[l], W, one, nthreads, yes)
         if b_off[l] >= 0:
             bo = b_off[l]

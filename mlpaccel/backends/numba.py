@@ -135,7 +135,11 @@ class NumbaBackend(HostArrays, Backend):
         return out
 
     # ------------------------------------------------------------------ matmul
-    def _gemm(self, a, b, ta, tb, out, bias=None, code=None, alpha=0.0, out_a=None):
+    def _gemm(self, a, b, ta, tb, out, bias=None, code=None, alpha=0.0, out_a=None,
+              below=None):
+        """C = op(a) op(b) (+ bias, a = f(C) for activation ``code``) into ``out``;
+        ``below = (code, z, a)``: C = (op(a) op(b)) * f'(z, a) instead (the backward
+        epilogue: code LINEAR, no bias, an output wider than NARROW_N)."""
         import numba
 
         a, b = _c(a), _c(b)
@@ -172,8 +176,12 @@ class NumbaBackend(HostArrays, Backend):
             else:
                 self._k.gemm_narrow(*args)
             return out, out_a
+        if below is not None:
+            dcode, zx, ax = below
+        else:
+            dcode, zx, ax = -1, out, out
         args = (a, b, out, bool(ta), bool(tb), bias, has_bias, code, a.dtype.type(alpha),
-                out_a, one, numba.get_num_threads(), False)
+                out_a, one, numba.get_num_threads(), False, dcode, zx, ax, bias, False)
         if m * n * k < self._k.SERIAL_MACS:
             self._k.SERIAL["gemm"](*args)
         else:  # the kernel hands its tasks out itself (atomic counter, one prange step per thread)
@@ -362,11 +370,27 @@ class NumbaBackend(HostArrays, Backend):
             kern(self._k.CODES[name], zz, aa, g, delta, gb, has_bias,
                  g.dtype.type(alpha), g.dtype.type(1))
         grad_W = self._gemm(x, delta, True, False, out_grad_W)[0]
-        grad_x = self._gemm(delta, W, False, True, None)[0] if need_grad_x else None
-        if grad_x is not None and below is not None:
-            bname, bz, ba, bparams = _below(below)
-            if bname != "linear":
-                grad_x = self.activation_grad(bname, bz, ba, grad_x,
-                                              out=None if bname == "softmax" else grad_x,
-                                              **bparams)
+        if not need_grad_x:
+            return None, grad_W, grad_b
+        bname = _below(below)[0] if below is not None else "linear"
+        k = W.shape[0]
+        if bname not in ("linear", "softmax") and k > NARROW_N and delta.shape[1] > 0:
+            # the layer below's f' in the GEMM's epilogue, on the tile its core just wrote
+            _, bz, ba, bparams = _below(below)
+            shape = (delta.shape[0], k)
+            bz = _c(bz, g.dtype)
+            ba = _c(ba, g.dtype)
+            if bz.shape != shape or ba.shape != shape:
+                raise ValueError(f"linear_backward: below's z and a must have shape {shape} "
+                                 f"(the layer's input), got {bz.shape} and {ba.shape}")
+            balpha = _act.resolve_params(bname, bparams).get("alpha", 0.0)
+            grad_x = self._gemm(delta, W, False, True, None, alpha=balpha,
+                                below=(self._k.CODES[bname], bz, ba))[0]
+            return grad_x, grad_W, grad_b
+        grad_x = self._gemm(delta, W, False, True, None)[0]
+        if below is not None and bname != "linear":
+            _, bz, ba, bparams = _below(below)
+            grad_x = self.activation_grad(bname, bz, ba, grad_x,
+                                          out=None if bname == "softmax" else grad_x,
+                                          **bparams)
         return grad_x, grad_W, grad_b
