@@ -206,8 +206,10 @@ class Contenders:
 
     def run(self, msg, rounds):
         times = {k: [] for k in self.conns}
+        items = list(self.conns.items())
         for r in range(rounds + 1):  # the first round warms up (JIT, caches) and is dropped
-            for kind, conn in self.conns.items():
+            # the order rotates every round: no contender always runs right after another
+            for kind, conn in items[r % len(items):] + items[:r % len(items)]:
                 conn.send(msg)
                 seconds, loss = conn.recv()
                 if not np.isfinite(loss):
