@@ -226,7 +226,8 @@ class Contenders:
             proc.join(timeout=10)
 
 
-def run_epochs(batches, repeats, n, threads, with_torch, trainer=False, compare_perop=False):
+def run_epochs(batches, repeats, n, threads, with_torch, trainer=False, compare_perop=False,
+               show_all=False):
     rng = np.random.default_rng(1)
     how = "MLP.fit (the real trainer)" if trainer else "Backend ops, preallocated"
     print(f"\n## One epoch, {n} samples, 784-256-256-10 ReLU, softmax-CE, SGD; {threads} threads;"
@@ -244,6 +245,9 @@ def run_epochs(batches, repeats, n, threads, with_torch, trainer=False, compare_
         for bs in batches:
             times = pool.run(("epoch", bs, rng.permutation(n)), repeats)
             ms = {k: _median_ms(v) for k, v in times.items()}
+            if show_all:
+                print("  " + "; ".join(f"{k}: " + " ".join(f"{1e3 * t:.0f}" for t in v)
+                                       for k, v in times.items()), flush=True)
             tt = ms.get("torch", float("nan"))
             row = (f"| {bs} | {ms['numba']:.0f} | {ms['numpy']:.0f} | {tt:.0f} | "
                    f"{ms['numba'] / ms['numpy']:.2f} | {ms['numba'] / tt:.2f} |")
@@ -289,6 +293,8 @@ def main(argv=None):
                     help="time mlpaccel's epochs through MLP.fit instead of Backend ops")
     ap.add_argument("--perop", action="store_true",
                     help="with --trainer: also time numba with its fused step off")
+    ap.add_argument("--all-times", action="store_true",
+                    help="also print every epoch's time (ms) per contender")
     ap.add_argument("--threads", type=int, default=None,
                     help="threads for numba, BLAS and torch (default: numba's default)")
     args = ap.parse_args(argv)
@@ -310,7 +316,7 @@ def main(argv=None):
                 print("(PyTorch not installed: its column is empty)")
                 with_torch = False
         run_epochs(args.batches, args.repeats, args.samples, threads, with_torch, args.trainer,
-                   args.perop)
+                   args.perop, args.all_times)
     if not args.no_matmul:
         run_matmul(max(args.repeats, 5), threads)
 
