@@ -897,29 +897,38 @@ def softmax_xent_ids(z, labels, grad):
     return total * inv_m
 
 
+@njit(inline="always", **_OPTS)
+def _xent_row(z, y, grad, r, inv_m, s):
+    """Row r of softmax cross-entropy with probability targets y: grad[r] = s (softmax(z_r) -
+    y_r) / M (``inv_m`` = 1 / M); returns the row's loss logsumexp(z_r) sum(y_r) - y_r . z_r
+    (log-sum-exp after the row maximum)."""
+    c = z.shape[1]
+    mx = z[r, 0]
+    for j in range(1, c):
+        mx = max(mx, z[r, j])
+    se = 0.0
+    ysum = 0.0
+    yz = 0.0
+    for j in range(c):
+        e = math.exp(z[r, j] - mx)
+        grad[r, j] = e
+        se += e
+        ysum += y[r, j]
+        yz += y[r, j] * z[r, j]
+    k = inv_m / se
+    for j in range(c):
+        grad[r, j] = s * (grad[r, j] * k - y[r, j] * inv_m)
+    return (mx + math.log(se)) * ysum - yz
+
+
 @njit(parallel=True, **_OPTS)
 def softmax_xent_probs(z, y, grad):
     """As softmax_xent_ids with one-hot / probability rows y (M, C)."""
-    m, c = z.shape
+    m = z.shape[0]
     total = 0.0
     inv_m = 1.0 / m
     for r in prange(m):
-        mx = z[r, 0]
-        for j in range(1, c):
-            mx = max(mx, z[r, j])
-        s = 0.0
-        ysum = 0.0
-        yz = 0.0
-        for j in range(c):
-            e = math.exp(z[r, j] - mx)
-            grad[r, j] = e
-            s += e
-            ysum += y[r, j]
-            yz += y[r, j] * z[r, j]
-        total += (mx + math.log(s)) * ysum - yz
-        k = inv_m / s
-        for j in range(c):
-            grad[r, j] = grad[r, j] * k - y[r, j] * inv_m
+        total += _xent_row(z, y, grad, r, inv_m, 1.0)
     return total * inv_m
 
 
@@ -1112,22 +1121,7 @@ def _scaled_loss_grad(kind, o, t, g, s):
     inv_m = 1.0 / m
     for r in range(m):
         if kind == LOSS_XENT:
-            mx = o[r, 0]
-            for j in range(1, c):
-                mx = max(mx, o[r, j])
-            se = 0.0
-            ysum = 0.0
-            yz = 0.0
-            for j in range(c):
-                e = math.exp(o[r, j] - mx)
-                g[r, j] = e
-                se += e
-                ysum += t[r, j]
-                yz += t[r, j] * o[r, j]
-            total += (mx + math.log(se)) * ysum - yz
-            k = inv_m / se
-            for j in range(c):
-                g[r, j] = s * (g[r, j] * k - t[r, j] * inv_m)
+            total += _xent_row(o, t, g, r, inv_m, s)
         else:
             for j in range(c):
                 d = o[r, j] - t[r, j]
