@@ -446,9 +446,12 @@ def xor_case(kind: str, epochs: int = 10_000) -> Case:
 
 #: per backend: largest square matmul n, largest elementwise n, largest training batch
 LIMITS = {
-    "python": {"matmul": 128, "elementwise": 100_000, "batch": 16, "dot": 1_000_000},
+    "python": {"matmul": 128, "elementwise": 100_000, "batch": 16, "dot": 1_000_000,
+               "epoch": 5_000},
     # the emulator runs one CUDA thread at a time: a 1e6-long dot is one thread's 1e6-step loop
-    "cuda-emu": {"matmul": 256, "elementwise": 1_000_000, "batch": 64, "dot": 100_000},
+    # (and a 60k-sample epoch ~15 s)
+    "cuda-emu": {"matmul": 256, "elementwise": 1_000_000, "batch": 64, "dot": 100_000,
+                 "epoch": 5_000},
 }
 CPU_MATMUL_MAX = 2048
 
@@ -456,7 +459,8 @@ CPU_MATMUL_MAX = 2048
 def _limit_note(backend: str, kind: str, size: int) -> str | None:
     lim = LIMITS.get(backend, {}).get(kind)
     if lim is not None and size > lim:
-        sym = {"matmul": "n", "elementwise": "size", "batch": "batch", "dot": "size"}[kind]
+        sym = {"matmul": "n", "elementwise": "size", "batch": "batch", "dot": "size",
+               "epoch": "samples"}[kind]
         return f"skipped: {sym} > {lim:,} on {backend}"
     return None
 
@@ -502,8 +506,10 @@ def suite(mode: str = "quick") -> list[Case]:
     cases.append(softmax_ce_case(1024))
     for b in ([16, 64, 256, 1024] + ([8192] if full else [])):
         cases.append(train_step_case(b))
+    # whole MLP.fit epochs: the batches the epoch targets name (numba vs NumPy / PyTorch CPU at
+    # 64 and 256; cuda vs PyTorch CUDA graphs up to 8192)
+    cases += [fit_epoch_case(b) for b in ((64, 256, 1024, 8192) if full else (64, 256))]
     if full:
-        cases += [fit_epoch_case(b) for b in (64, 256, 1024, 8192)]
         cases += [fit_epoch_case(b, optimizer="adam") for b in (64, 1024)]
     cases += [dot_python_case(10**6, "loop"), dot_python_case(10**6, "listcomp"),
               dot_case(10**6)]
@@ -516,6 +522,8 @@ def _size_kind(case: Case) -> tuple[str, int] | None:
         return "matmul", max(case.shape)
     if case.group in ("activation", "copy"):
         return "elementwise", case.shape[0]
+    if case.op == "train_epoch":
+        return "epoch", case.extra["samples"]
     if case.group == "training":
         return "batch", case.shape[0]
     if case.group == "seed-dot":

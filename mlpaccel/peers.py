@@ -151,7 +151,7 @@ def _torch_epoch(torch, x, y, layers, batch, graph, epochs, optimizer="sgd") -> 
 def peer_rows(mode: str = "quick", machine: str = "m0") -> list[dict]:
     """All peer rows available here (none on a machine without a GPU)."""
     sizes = (256, 512, 1024, 2048, 4096, 8192) if mode == "full" else (256, 1024, 4096)
-    batches = (64, 256, 1024, 8192) if mode == "full" else (256, 1024)
+    batches = (64, 256, 1024, 8192) if mode == "full" else (64, 256, 1024)
     adam = (64, 1024) if mode == "full" else ()
     return (cublas_rows(sizes, machine, mlp_full=mode == "full")
             + _torch_peer(batches, adam, machine))

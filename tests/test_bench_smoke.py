@@ -108,6 +108,14 @@ def test_run_cases_marks_absent_and_too_big(monkeypatch):
     assert len(rows) == 4  # nothing vanishes
 
 
+def test_quick_suite_has_the_numba_target_epochs_and_skips_them_on_the_slow_rungs():
+    epochs = [c for c in bench.suite("quick") if c.op == "train_epoch"]
+    assert sorted(c.shape[0] for c in epochs) == [64, 256]
+    rows = bench.run_cases(epochs[:1], ["python", "cuda-emu"], budget_s=0.01)
+    assert [r["status"] for r in rows] == ["skipped", "skipped"]
+    assert all("samples > 5,000" in r["notes"] for r in rows)
+
+
 def test_run_cases_skips_what_would_exceed_the_cap():
     cases = [bench.matmul_case(16, 16, 16), bench.matmul_case(128, 128, 128)]
     rows = bench.run_cases(cases, ["python"], budget_s=0.01, cap_s=1e-4)
