@@ -332,3 +332,18 @@ def test_backward_epilogue_on_the_parallel_gemm(nb, rng, name, dtype):
     assert err < RTOL[dtype] * np.sqrt(n)
     with pytest.raises(ValueError, match="below's z and a"):
         nb.linear_backward(x, W, None, None, g, "linear", below=(name, zb[1:], ab[1:]))
+
+
+def test_backward_below_without_z_uses_a(nb, rng):
+    """below=(f, None, a) for an activation whose derivative needs only a (sigmoid): no
+    epilogue (it reads z), the pass over grad_x instead - same result."""
+    m, k, n = 64, 40, 30
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    W = (0.1 * rng.standard_normal((k, n))).astype(np.float32)
+    g = rng.standard_normal((m, n)).astype(np.float32)
+    zb = rng.standard_normal((m, k))
+    ab = ref.activation("sigmoid", zb)
+    gx, _, _ = nb.linear_backward(x, W, None, None, g, "linear",
+                                  below=("sigmoid", None, ab.astype(np.float32)))
+    want = ref.activation_grad("sigmoid", zb, ab, g.astype(np.float64) @ W.astype(np.float64).T)
+    assert np.linalg.norm(gx - want) / np.linalg.norm(want) < RTOL[np.float32] * np.sqrt(n)

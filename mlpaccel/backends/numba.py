@@ -351,7 +351,8 @@ class NumbaBackend(HostArrays, Backend):
         """delta = grad_a * f'(z) and grad_b = sum_rows(delta) in one pass; then
         grad_W = x^T delta and grad_x = delta W^T by the GEMM reading x and W transposed.
         ``below``: as in ``Backend.linear_backward`` (grad_x comes back as the delta of the
-        layer below, its derivative applied in one pass over grad_x)."""
+        layer below: its derivative applied in the dX GEMM's epilogue when that layer is
+        wider than NARROW_N, else in one pass over grad_x)."""
         name = _act.canonical(activation)
         alpha = _act.resolve_params(name, params).get("alpha", 0.0)
         g = _c(grad_a)
@@ -372,11 +373,12 @@ class NumbaBackend(HostArrays, Backend):
         grad_W = self._gemm(x, delta, True, False, out_grad_W)[0]
         if not need_grad_x:
             return None, grad_W, grad_b
-        bname = _below(below)[0] if below is not None else "linear"
+        bname, bz, ba, bparams = _below(below) if below is not None else ("linear", None,
+                                                                           None, {})
         k = W.shape[0]
-        if bname not in ("linear", "softmax") and k > NARROW_N and delta.shape[1] > 0:
+        if (bname not in ("linear", "softmax") and k > NARROW_N and delta.shape[1] > 0
+                and bz is not None and ba is not None):
             # the layer below's f' in the GEMM's epilogue, on the tile its core just wrote
-            _, bz, ba, bparams = _below(below)
             shape = (delta.shape[0], k)
             bz = _c(bz, g.dtype)
             ba = _c(ba, g.dtype)
@@ -388,8 +390,7 @@ class NumbaBackend(HostArrays, Backend):
                                 below=(self._k.CODES[bname], bz, ba))[0]
             return grad_x, grad_W, grad_b
         grad_x = self._gemm(delta, W, False, True, None)[0]
-        if below is not None and bname != "linear":
-            _, bz, ba, bparams = _below(below)
+        if bname != "linear":
             grad_x = self.activation_grad(bname, bz, ba, grad_x,
                                           out=None if bname == "softmax" else grad_x,
                                           **bparams)
