@@ -95,8 +95,9 @@ class NumbaBackend(HostArrays, Backend):
 
     def warm_up(self, dtypes=(np.float32,)) -> float:
         """Run the training-path kernels once per dtype, at a small size (serial twins) and
-        at one above the parallel thresholds, compiling them or loading them from numba's
-        disk cache. Returns the seconds taken, also shown as ``info()["jit_seconds"]``."""
+        at one above the parallel thresholds, and the fused training step, compiling them or
+        loading them from numba's disk cache. Returns the seconds taken, also shown as
+        ``info()["jit_seconds"]``."""
         t0 = time.perf_counter()
         for dt in dtypes:
             for m, k, n in ((3, 4, 5), (256, 64, 128)):  # serial twins, then parallel kernels
@@ -110,6 +111,12 @@ class NumbaBackend(HostArrays, Backend):
                 self.linear_backward(x, W, z, a, g, "relu")
                 self.take_rows(x, np.arange(m))
                 self.sgd_update(self.zeros(m * n, dt), self.zeros(m * n, dt), 0.1)
+            # the fused training step (one compiled function per dtype, whatever the shapes)
+            from .numba_step import NumbaSGDStep
+
+            step = NumbaSGDStep(self, [3, 20, 2], ["relu", "linear"], "cross_entropy", True, dt,
+                                batch=2)
+            step.step(np.zeros(step.n_params, dt), np.ones((2, 3), dt), np.ones((2, 2), dt), 0.1)
         self._jit_seconds = round(time.perf_counter() - t0, 3)
         return self._jit_seconds
 
