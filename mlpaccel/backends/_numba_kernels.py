@@ -63,6 +63,27 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 # ----------------------------------------------------------------------------- micro-kernel
+def _vector_types(context, dtype):
+    """(is32, lanes, vector type, pointer to it, intp) of one zmm register of ``dtype``
+    (16 float32 / 8 float64 lanes): what every intrinsic below builds on."""
+    is32 = dtype == types.float32
+    lanes = 16 if is32 else 8
+    vty = ir.VectorType(context.get_value_type(dtype), lanes)
+    return is32, lanes, vty, vty.as_pointer(), context.get_value_type(types.intp)
+
+
+def _data(context, builder, array_type, value):
+    """The data pointer of a numba array argument inside an intrinsic."""
+    return context.make_array(array_type)(context, builder, value).data
+
+
+def _fma(builder, vty, lanes, is32):
+    """The ``llvm.fma`` intrinsic on vectors of ``vty``."""
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+        f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
+
+
 @intrinsic
 def _micro_tile(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, tile):
     """tile[i*NR + j] = sum_k ap[ao + i*rsa + k*csa] * bp[bo + k*rsb + j], i < MR, j < NR.
@@ -75,19 +96,12 @@ def _micro_tile(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, tile):
     def codegen(context, builder, signature, args):
         apv, aov, rsav, csav, bpv, bov, rsbv, kcv, tv = args
         ap_t, bp_t, t_t = signature.args[0], signature.args[4], signature.args[8]
-        is32 = signature.args[0].dtype == types.float32
-        lanes = 16 if is32 else 8
+        is32, lanes, vty, vptr, intp = _vector_types(context, ap_t.dtype)
         nr = NV * lanes
-        fty = context.get_value_type(signature.args[0].dtype)
-        vty = ir.VectorType(fty, lanes)
-        vptr = vty.as_pointer()
-        intp = context.get_value_type(types.intp)
-        a_ptr = context.make_array(ap_t)(context, builder, apv).data
-        b_ptr = context.make_array(bp_t)(context, builder, bpv).data
-        t_ptr = context.make_array(t_t)(context, builder, tv).data
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-            f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
+        a_ptr = _data(context, builder, ap_t, apv)
+        b_ptr = _data(context, builder, bp_t, bpv)
+        t_ptr = _data(context, builder, t_t, tv)
+        fma = _fma(builder, vty, lanes, is32)
         # allocas in the entry block: SROA/mem2reg turns them into registers
         accs = [cgutils.alloca_once_value(builder, ir.Constant(vty, None))
                 for _ in range(MR * NV)]
@@ -135,21 +149,14 @@ def _micro_tile_c(typingctx, ap, ao, rsa, csa, bp, bo, rsb, kc, cp, co, ldc, ini
         (apv, aov, rsav, csav, bpv, bov, rsbv, kcv, cpv, cov, ldcv, initv, biv, bofv, reluv,
          opv, ppv, pofv) = args
         st = signature.args
-        is32 = st[0].dtype == types.float32
-        lanes = 16 if is32 else 8
-        fty = context.get_value_type(st[0].dtype)
-        vty = ir.VectorType(fty, lanes)
-        vptr = vty.as_pointer()
-        intp = context.get_value_type(types.intp)
-        a_ptr = context.make_array(st[0])(context, builder, apv).data
-        b_ptr = context.make_array(st[4])(context, builder, bpv).data
-        c_ptr = context.make_array(st[8])(context, builder, cpv).data
-        bias_ptr = context.make_array(st[12])(context, builder, biv).data
-        o_ptr = context.make_array(st[15])(context, builder, opv).data
-        p_ptr = context.make_array(st[16])(context, builder, ppv).data
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-            f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
+        is32, lanes, vty, vptr, intp = _vector_types(context, st[0].dtype)
+        a_ptr = _data(context, builder, st[0], apv)
+        b_ptr = _data(context, builder, st[4], bpv)
+        c_ptr = _data(context, builder, st[8], cpv)
+        bias_ptr = _data(context, builder, st[12], biv)
+        o_ptr = _data(context, builder, st[15], opv)
+        p_ptr = _data(context, builder, st[16], ppv)
+        fma = _fma(builder, vty, lanes, is32)
         zero_v = ir.Constant(vty, None)
         accs = [cgutils.alloca_once_value(builder, zero_v) for _ in range(MR * NV)]
 
@@ -242,19 +249,12 @@ def _micro_narrow(typingctx, ap, ao, rsa, csa, wp, kc, tile):
     def codegen(context, builder, signature, args):
         apv, aov, rsav, csav, wpv, kcv, tv = args
         st = signature.args
-        is32 = st[0].dtype == types.float32
-        lanes = 16 if is32 else 8
+        is32, lanes, vty, vptr, intp = _vector_types(context, st[0].dtype)
         nv = NRN // lanes
-        fty = context.get_value_type(st[0].dtype)
-        vty = ir.VectorType(fty, lanes)
-        vptr = vty.as_pointer()
-        intp = context.get_value_type(types.intp)
-        a_ptr = context.make_array(st[0])(context, builder, apv).data
-        w_ptr = context.make_array(st[4])(context, builder, wpv).data
-        t_ptr = context.make_array(st[6])(context, builder, tv).data
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-            f"llvm.fma.v{lanes}{'f32' if is32 else 'f64'}")
+        a_ptr = _data(context, builder, st[0], apv)
+        w_ptr = _data(context, builder, st[4], wpv)
+        t_ptr = _data(context, builder, st[6], tv)
+        fma = _fma(builder, vty, lanes, is32)
         accs = [cgutils.alloca_once_value(builder, ir.Constant(vty, None))
                 for _ in range(MRN * nv)]
         undef = ir.Constant(vty, ir.Undefined)
@@ -294,7 +294,7 @@ def _fetch_add(typingctx, arr, idx):
 
     def codegen(context, builder, signature, args):
         arrv, idxv = args
-        data = context.make_array(signature.args[0])(context, builder, arrv).data
+        data = _data(context, builder, signature.args[0], arrv)
         ptr = builder.gep(data, [idxv])
         return builder.atomic_rmw("add", ptr, ir.Constant(ir.IntType(64), 1), "monotonic")
 
@@ -313,14 +313,9 @@ def _transpose_block(typingctx, src, so, lds, dst, do, ldd):
     def codegen(context, builder, signature, args):
         srcv, sov, ldsv, dstv, dov, lddv = args
         st = signature.args
-        is32 = st[0].dtype == types.float32
-        lanes = 16 if is32 else 8
-        fty = context.get_value_type(st[0].dtype)
-        vty = ir.VectorType(fty, lanes)
-        vptr = vty.as_pointer()
-        intp = context.get_value_type(types.intp)
-        s_ptr = context.make_array(st[0])(context, builder, srcv).data
-        d_ptr = context.make_array(st[3])(context, builder, dstv).data
+        is32, lanes, vty, vptr, intp = _vector_types(context, st[0].dtype)
+        s_ptr = _data(context, builder, st[0], srcv)
+        d_ptr = _data(context, builder, st[3], dstv)
         align = 4 if is32 else 8
         rows = []
         for r in range(lanes):
@@ -1076,29 +1071,32 @@ _delta_serial = SERIAL["delta_and_bias_grad"]
 
 
 @njit(**_OPTS)
-def _gemm_auto(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum):
-    """``gemm`` / ``gemm_narrow``, parallel or serial twin, as the backend's ``_gemm`` picks
-    them (same thresholds); K >= 1; no derivative epilogue."""
+def gemm_auto(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum):
+    """The GEMM for this size (no derivative epilogue): ``gemm_narrow`` for outputs of at
+    most 16 columns (the 64-column tile would waste most of its work), else ``gemm_wide``;
+    each as its serial twin below its threshold. The backend's ``_gemm`` and the fused step
+    both pick kernels here."""
     if ta:
         K, M = A.shape
     else:
         M, K = A.shape
     N = C.shape[1]
     macs = M * N * K
-    if N <= 16:
+    if N <= NRN and K > 0:
         if macs < SERIAL_MACS_NARROW:
             _gemm_narrow_serial(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, accum)
         else:
             gemm_narrow(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, accum)
     else:
-        _gemm_wide(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum,
+        gemm_wide(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum,
                    code - code - 1, C, C, bias, has_bias)
 
 
 @njit(**_OPTS)
-def _gemm_wide(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum,
+def gemm_wide(A, B, C, ta, tb, bias, has_bias, code, alpha, Aout, one, nthreads, accum,
                dcode, Zx, Ax, gb, want_gb):
-    """``gemm`` or its serial twin by size (the backend's thresholds)."""
+    """``gemm`` (which hands its tasks out itself: atomic counter, one prange step per
+    thread), or its serial twin below SERIAL_MACS multiply-adds (no fork/join)."""
     if ta:
         K, M = A.shape
     else:
@@ -1171,7 +1169,7 @@ def sgd_step(P, x, t, lr, sizes, w_off, b_off, codes, alphas, loss_kind, Zb, Ab,
         bias = P[b_off[l]:b_off[l] + n] if has_b else P[0:1]
         z = Zb[off:off + m * n].reshape((m, n))
         a = z if codes[l] == LINEAR else Ab[off:off + m * n].reshape((m, n))
-        _gemm_auto(a_prev, W, z, no, no, bias, has_b, codes[l], alphas[l], a, one, nthreads,
+        gemm_auto(a_prev, W, z, no, no, bias, has_b, codes[l], alphas[l], a, one, nthreads,
                    no)
         a_prev = a
         off += m * n
@@ -1203,15 +1201,15 @@ def sgd_step(P, x, t, lr, sizes, w_off, b_off, codes, alphas, loss_kind, Zb, Ab,
             a_in = zb if codes[l - 1] == LINEAR else Ab[off:off + m * k].reshape((m, k))
             dn = Db[nxt * m * nmax:nxt * m * nmax + m * k].reshape((m, k))
             gbn = Gb[nxt * nmax:nxt * nmax + k]
-            if k > 16:  # f' and the bias sums in the GEMM's epilogue, tile by tile
-                _gemm_wide(d, W, dn, no, yes, gbn, no, lin, alphas[l - 1], dn, one, nthreads,
+            if k > NRN:  # f' and the bias sums in the GEMM's epilogue, tile by tile
+                gemm_wide(d, W, dn, no, yes, gbn, no, lin, alphas[l - 1], dn, one, nthreads,
                            no, codes[l - 1], zb, a_in, gbn, yes)
             else:  # narrow: the GEMM, then one pass (into another buffer: see above)
                 gx = Db[2 * m * nmax:2 * m * nmax + m * k].reshape((m, k))
-                _gemm_auto(d, W, gx, no, yes, P[0:1], no, lin, alphas[l], gx, one, nthreads,
+                gemm_auto(d, W, gx, no, yes, P[0:1], no, lin, alphas[l], gx, one, nthreads,
                            no)
                 _delta_auto(codes[l - 1], zb, a_in, gx, dn, gbn, yes, alphas[l - 1], one)
-        _gemm_auto(a_in, d, W, yes, no, P[0:1], no, lin, alphas[l], W, one, nthreads, yes)
+        gemm_auto(a_in, d, W, yes, no, P[0:1], no, lin, alphas[l], W, one, nthreads, yes)
         if b_off[l] >= 0:
             bo = b_off[l]
             for j in range(n):

@@ -22,7 +22,8 @@ from .base import Backend, _below, check_dtype
 from .host_arrays import HostArrays
 from .reference import bce_eps
 
-#: outputs this narrow (or narrower) use the 12 x 16 tile kernel (``gemm_narrow``)
+#: outputs this narrow (or narrower) use the 12 x 16 tile kernel (``gemm_narrow``; the
+#: kernels' NRN, repeated here because this module must not import numba)
 NARROW_N = 16
 TINY_OUT = 16  # outputs (M*N) at most this small, with K at least TINY_OUT_MIN_K, split K
 TINY_OUT_MIN_K = 1 << 14
@@ -174,25 +175,14 @@ class NumbaBackend(HostArrays, Backend):
             # an inner product or a few of them: split K instead of tiling C
             self._k.gemm_tiny_out(a, b, out, bool(ta), bool(tb), 8 * numba.get_num_threads())
             return out, out_a
-        if n <= NARROW_N and k > 0:
-            # the 64-column tile would waste most of its work: 12 x 16 tiles instead
-            args = (a, b, out, bool(ta), bool(tb), bias, has_bias, code, a.dtype.type(alpha),
-                    out_a, one, False)
-            if m * n * k < self._k.SERIAL_MACS_NARROW:
-                self._k.SERIAL["gemm_narrow"](*args)
-            else:
-                self._k.gemm_narrow(*args)
-            return out, out_a
-        if below is not None:
-            dcode, zx, ax = below
-        else:
-            dcode, zx, ax = -1, out, out
+        # kernel choice (narrow tile, serial twin or parallel) by size: gemm_auto/gemm_wide
         args = (a, b, out, bool(ta), bool(tb), bias, has_bias, code, a.dtype.type(alpha),
-                out_a, one, numba.get_num_threads(), False, dcode, zx, ax, bias, False)
-        if m * n * k < self._k.SERIAL_MACS:
-            self._k.SERIAL["gemm"](*args)
-        else:  # the kernel hands its tasks out itself (atomic counter, one prange step per thread)
-            self._k.gemm(*args)
+                out_a, one, numba.get_num_threads(), False)
+        if below is None:
+            self._k.gemm_auto(*args)
+        else:
+            dcode, zx, ax = below
+            self._k.gemm_wide(*args, dcode, zx, ax, bias, False)
         return out, out_a
 
     @staticmethod
