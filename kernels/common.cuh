@@ -86,6 +86,42 @@ __device__ __forceinline__ double m_max(double a, double b) { return fmax(a, b);
 __device__ __forceinline__ float m_min(float a, float b) { return fminf(a, b); }
 __device__ __forceinline__ double m_min(double a, double b) { return fmin(a, b); }
 
+// ---------------------------------------------------------------- activations by code
+// The fused epilogues' activation codes (mlpaccel/backends/cuda_gemm.py EPILOGUE_ACTIVATIONS):
+// 1 relu, 2 leaky_relu (slope p), 3 sigmoid, 4 tanh, 5 gelu (erf form); 0 = identity.
+template <typename T>
+__device__ __forceinline__ T act_by_code(T z, int code, T p) {
+    switch (code) {
+    case 1: return z > T(0) ? z : T(0);
+    case 2: return z > T(0) ? z : p * z;
+    case 3: {  // stable: never exp of a large positive number
+        if (z >= T(0)) return T(1) / (T(1) + m_exp(-z));
+        T e = m_exp(z);
+        return e / (T(1) + e);
+    }
+    case 4: return m_tanh(z);
+    case 5: return T(0.5) * z * (T(1) + m_erf(z * T(0.70710678118654752440)));
+    default: return z;
+    }
+}
+
+// f' by code, from the value the derivative reads: x = z for relu/leaky_relu/gelu, x = a = f(z)
+// for sigmoid/tanh (cuda_gemm.GRAD_AUX); 0 = identity (f' = 1).
+template <typename T>
+__device__ __forceinline__ T dact_by_code(T x, int code, T p) {
+    switch (code) {
+    case 1: return x > T(0) ? T(1) : T(0);
+    case 2: return x > T(0) ? T(1) : p;
+    case 3: return x * (T(1) - x);
+    case 4: return T(1) - x * x;
+    case 5: {
+        T cdf = T(0.5) * (T(1) + m_erf(x * T(0.70710678118654752440)));
+        return cdf + x * T(0.39894228040143267794) * m_exp(T(-0.5) * x * x);
+    }
+    default: return T(1);
+    }
+}
+
 // -inf without <limits>: the most negative finite value is enough as a max-reduction seed
 // and never produces inf - inf = NaN.
 template <class T> struct Lowest;

@@ -41,43 +41,8 @@ typedef float4 gemm_v4f;
 #endif
 
 // ---------------------------------------------------------------- epilogue math
-__device__ __forceinline__ float gemm_exp(float x) { return expf(x); }
-__device__ __forceinline__ double gemm_exp(double x) { return exp(x); }
-__device__ __forceinline__ float gemm_tanh(float x) { return tanhf(x); }
-__device__ __forceinline__ double gemm_tanh(double x) { return tanh(x); }
-__device__ __forceinline__ float gemm_erf(float x) { return erff(x); }
-__device__ __forceinline__ double gemm_erf(double x) { return erf(x); }
-
-template <typename T>
-__device__ __forceinline__ T gemm_act(T z, int code, T p) {
-    switch (code) {
-    case 1: return z > T(0) ? z : T(0);
-    case 2: return z > T(0) ? z : p * z;
-    case 3: {  // stable: never exp of a large positive number
-        if (z >= T(0)) return T(1) / (T(1) + gemm_exp(-z));
-        T e = gemm_exp(z);
-        return e / (T(1) + e);
-    }
-    case 4: return gemm_tanh(z);
-    case 5: return T(0.5) * z * (T(1) + gemm_erf(z * T(0.70710678118654752440)));
-    default: return z;
-    }
-}
-
-template <typename T>
-__device__ __forceinline__ T gemm_dact(T x, int code, T p) {
-    switch (code) {
-    case 1: return x > T(0) ? T(1) : T(0);
-    case 2: return x > T(0) ? T(1) : p;
-    case 3: return x * (T(1) - x);           // x = a = sigmoid(z)
-    case 4: return T(1) - x * x;             // x = a = tanh(z)
-    case 5: {                                // x = z
-        T cdf = T(0.5) * (T(1) + gemm_erf(x * T(0.70710678118654752440)));
-        return cdf + x * T(0.39894228040143267794) * gemm_exp(T(-0.5) * x * x);
-    }
-    default: return T(1);
-    }
-}
+// The activation f and its derivative f' by code: mlp::act_by_code / mlp::dact_by_code
+// (common.cuh, shared with head.cu).
 
 // Applies the epilogue to one output element (m, n) with accumulator v and stores it.
 template <typename T>
@@ -87,9 +52,9 @@ __device__ __forceinline__ void gemm_store(T* C, const T* bias, T* Z, const T* a
     if (epi & 1) v += bias[n];
     if (epi & 16) Z[idx] = v;
     const int act = (epi >> 1) & 7;
-    if (act) v = gemm_act(v, act, p);
+    if (act) v = mlp::act_by_code(v, act, p);
     const int dact = (epi >> 5) & 7;
-    if (dact) v *= gemm_dact(aux[idx], dact, p);
+    if (dact) v *= mlp::dact_by_code(aux[idx], dact, p);
     C[idx] = v;
 }
 
