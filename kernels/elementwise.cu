@@ -12,6 +12,8 @@
 //   bias_add_<T>(const T* z, const T* b, T* out, long long m, long long n)
 //   axpy_<T>(T alpha, const T* x, T* y, long long n)        y += alpha x
 //   scale_<T>(T alpha, T* x, long long n)                    x *= alpha
+//   take_rows_<T>(const T* x, const long long* idx, T* out, long long k, long long cols)
+//                                           out[r, :] = x[idx[r], :] for r < k (a shuffle)
 // `alpha` is the activation's parameter (leaky_relu slope, elu alpha), ignored by the others;
 // every activation kernel has the same signature so the host code is one table.
 #include "common.cuh"
@@ -205,6 +207,38 @@ __device__ void axpy(T alpha, const T* x, T* y, long long n) {
     }
     for (long long i = i0 + gtid(); i < n; i += gstride()) y[i] += alpha * x[i];
 }
+
+// Row gather (an epoch's shuffle: 60k rows of 784 floats = 188 MB read + written). One
+// grid-stride loop over (row, 16-byte slot): consecutive threads take consecutive slots of a
+// row, so a warp reads 512 contiguous bytes of one source row. Rows whose start is not 16-byte
+// aligned (cols % W != 0) take the scalar loop. Indices are not checked here (the host does).
+template <class T>
+__device__ void take_rows(const T* __restrict__ x, const long long* __restrict__ idx,
+                          T* __restrict__ out, long long k, long long cols) {
+    typedef typename Vec16<T>::type V;
+    const int W = Vec16<T>::n;
+    if (cols % W == 0 && aligned16(x) && aligned16(out)) {
+        const long long per = cols / W, total = k * per;
+        if (total < (1ll << 31) && gstride() < (1ll << 31)) {  // 32-bit index math: cheaper
+            const unsigned up = (unsigned)per, ut = (unsigned)total;
+            for (unsigned i = (unsigned)gtid(); i < ut; i += (unsigned)gstride()) {
+                const unsigned r = i / up, c = i - r * up;
+                reinterpret_cast<V*>(out)[i] = reinterpret_cast<const V*>(x)[idx[r] * per + c];
+            }
+            return;
+        }
+        for (long long i = gtid(); i < total; i += gstride()) {
+            const long long r = i / per, c = i - r * per;
+            reinterpret_cast<V*>(out)[i] = reinterpret_cast<const V*>(x)[idx[r] * per + c];
+        }
+        return;
+    }
+    const long long total = k * cols;
+    for (long long i = gtid(); i < total; i += gstride()) {
+        const long long r = i / cols, c = i - r * cols;
+        out[i] = x[idx[r] * cols + c];
+    }
+}
 }  // namespace mlp
 
 extern "C" __global__ void bias_add_f32(const float* z, const float* b, float* out, long long m,
@@ -216,6 +250,14 @@ extern "C" __global__ void axpy_f32(float alpha, const float* x, float* y, long 
 }
 extern "C" __global__ void axpy_f64(double alpha, const double* x, double* y, long long n) {
     mlp::axpy(alpha, x, y, n);
+}
+extern "C" __global__ void take_rows_f32(const float* x, const long long* idx, float* out,
+                                         long long k, long long cols) {
+    mlp::take_rows(x, idx, out, k, cols);
+}
+extern "C" __global__ void take_rows_f64(const double* x, const long long* idx, double* out,
+                                         long long k, long long cols) {
+    mlp::take_rows(x, idx, out, k, cols);
 }
 extern "C" __global__ void scale_f32(float alpha, float* x, long long n) {
     mlp::map1<float>(x, x, n, alpha, mlp::Mul());

@@ -445,25 +445,34 @@ class MLP:
             inputs = [x]
             outs_z, outs_a = [], []
             a = x
-            for i in range(n):
+            for i in range(n - 1):
                 W, b = views[i]
                 z, a = B.linear_forward(a, W, b, acts[i], out_z=Z[i], out_a=A[i])
                 outs_z.append(z)
                 outs_a.append(a)
                 inputs.append(a)
-            loss, g = lossfn(B, a, t)
-            B.assign(loss_buf, loss)
-            act = acts[n - 1]
-            for i in range(n - 1, -1, -1):
+            # the output layer: forward, loss and backward in one backend call (one kernel
+            # where the backend fuses them); g comes back as the delta of the layer below
+            # (its derivative applied where the backend can, e.g. in a GEMM's epilogue)
+            W, b = views[n - 1]
+            gW, gb = gviews[n - 1]
+            below = (acts[n - 2], outs_z[n - 2], outs_a[n - 2]) if n > 1 else None
+            # ... and the layer below's bias gradient (the column sums of its delta) with it
+            gb_below = gviews[n - 2][1] if n > 1 else None
+            _, g, _, _ = B.output_layer_grad(a, W, b, t, lossfn.method, acts[n - 1],
+                                             need_grad_x=n > 1, out_grad_W=gW, out_grad_b=gb,
+                                             below=below, out_z=Z[n - 1], out_a=A[n - 1],
+                                             out_loss=loss_buf, out_grad_b_below=gb_below)
+            for i in range(n - 2, -1, -1):
                 W, b = views[i]
                 gW, gb = gviews[i]
-                # grad_x comes back as the delta of the layer below (its derivative applied
-                # in the epilogue of the GEMM that makes it, where the backend can)
                 below = (acts[i - 1], outs_z[i - 1], outs_a[i - 1]) if i > 0 else None
-                g, _, _ = B.linear_backward(inputs[i], W, outs_z[i], outs_a[i], g, act,
-                                            need_grad_x=i > 0, has_bias=b is not None,
-                                            out_grad_W=gW, out_grad_b=gb, below=below)
-                act = "linear"
+                done = i == n - 2  # this layer's bias gradient came with the output layer
+                g, _, _ = B.linear_backward(inputs[i], W, outs_z[i], outs_a[i], g, "linear",
+                                            need_grad_x=i > 0,
+                                            has_bias=b is not None and not done,
+                                            out_grad_W=gW, out_grad_b=None if done else gb,
+                                            below=below)
         return xb, tb, loss_buf, grad_fn
 
     def train_step(self, X, y, optimizer="sgd", learning_rate=None) -> float:

@@ -318,6 +318,17 @@ def test_take_rows(backend, rng, dtype):
     np.testing.assert_array_equal(host(backend, out), x[idx])
     rep = np.array([3, 3, 0], dtype=np.int32)
     np.testing.assert_array_equal(host(backend, backend.take_rows(d, rep)), x[rep])
+    # rows that are not whole 16-byte slots (7 columns), negative indices, many rows
+    y = draw(rng, (300, 7), dtype)
+    back = np.array([-1, 0, 299, -300, 5])
+    np.testing.assert_array_equal(host(backend, backend.take_rows(backend.asarray(y), back)),
+                                  y[back])
+    perm = rng.permutation(300)
+    z = draw(rng, (300, 12), dtype)
+    np.testing.assert_array_equal(host(backend, backend.take_rows(backend.asarray(z), perm)),
+                                  z[perm])
+    with pytest.raises(IndexError):
+        backend.take_rows(d, np.array([11]))
 
 
 # ---------------------------------------------------------------------------- losses
@@ -543,6 +554,87 @@ def test_linear_backward_hands_down_the_delta_of_the_layer_below(backend, rng, n
     with pytest.raises(TypeError, match="below"):
         backend.linear_backward(backend.asarray(x), backend.asarray(W), backend.asarray(zc),
                                 backend.asarray(ac), backend.asarray(ga), top, below="relu")
+
+
+def _output_layer_reference(x, W, b, t, below_name, zb, ab, params):
+    """float64: E, the layer below's delta (or the raw grad_x), grad_W, grad_b of a linear
+    softmax-CE output layer."""
+    x, W, t = (np.asarray(v, np.float64) for v in (x, W, t))
+    z = x @ W + (0.0 if b is None else np.asarray(b, np.float64))
+    mx = z.max(axis=1, keepdims=True)
+    e = np.exp(z - mx)
+    s = e.sum(axis=1, keepdims=True)
+    E = float(np.mean(mx[:, 0] + np.log(s[:, 0]) - (t * z).sum(axis=1)))
+    delta = (e / s - t) / len(x)
+    gx = delta @ W.T
+    if below_name is not None:
+        gx = ref.activation_grad(below_name, np.asarray(zb, np.float64),
+                                 np.asarray(ab, np.float64), gx, **params)
+    return E, gx, x.T @ delta, delta.sum(axis=0)
+
+
+#: (M, K, C): one row; rows < one 8-row chunk; many chunks per block; C at the 16 and 32 limits;
+#: C past 32 (the cuda kernel's limit: composed ops)
+OUTPUT_LAYER_SHAPES = [(1, 3, 2), (7, 13, 10), (150, 40, 16), (67, 9, 32), (20, 11, 33)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("below", [None, "linear", "relu", "tanh", "elu"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("m,k,c", OUTPUT_LAYER_SHAPES, ids=lambda v: str(v))
+def test_output_layer_grad_is_forward_loss_and_backward(backend, rng, m, k, c, bias, below,
+                                                        dtype):
+    """``output_layer_grad``: linear + softmax-CE on one-hot rows, the loss, grad_W, grad_b
+    and the layer below's delta against float64 (the cuda backends run it as one kernel up
+    to 32 classes; every other case composes the ops)."""
+    x, W = draw(rng, (m, k), dtype), draw(rng, (k, c), dtype, scale=0.5)
+    b = draw(rng, (c,), dtype) if bias else None
+    t = np.eye(c, dtype=dtype)[rng.integers(0, c, m)]
+    zb = draw(rng, (m, k), dtype)
+    ab = ref.activation(below, zb.astype(np.float64)).astype(dtype) if below else None
+    E64, gx64, gW64, gb64 = _output_layer_reference(x, W, b, t, below, zb, ab, {})
+    below_arg = (below, backend.asarray(zb), backend.asarray(ab)) if below else None
+    owW = backend.zeros((k, c), dtype)
+    loss_buf = backend.zeros((), dtype)
+    gb_below = backend.zeros((k,), dtype)  # the layer below's bias gradient: colsum(grad_x)
+    with strict_numerics():
+        E, gx, gW, gb = backend.output_layer_grad(
+            backend.asarray(x), backend.asarray(W), None if b is None else backend.asarray(b),
+            backend.asarray(t), "softmax_cross_entropy", below=below_arg, out_grad_W=owW,
+            out_loss=loss_buf, out_grad_b_below=gb_below)
+    assert E is loss_buf and gW is owW
+    close_sum(host(backend, gb_below), gx64.sum(axis=0), dtype, m)
+    # the loss: logsumexp minus y . z, a difference of O(1) terms: elementwise tolerance
+    close(host(backend, E).reshape(()), E64, dtype, scale=10)
+    close_sum(host(backend, gx), gx64, dtype, c)
+    close_sum(host(backend, gW), gW64, dtype, m)
+    if bias:
+        close_sum(host(backend, gb), gb64, dtype, m)
+    else:
+        assert gb is None
+    # no input gradient for the first layer; the loss alone comes back without out_loss
+    E2, gx2, _, _ = backend.output_layer_grad(
+        backend.asarray(x), backend.asarray(W), None if b is None else backend.asarray(b),
+        backend.asarray(t), need_grad_x=False)
+    assert gx2 is None
+    close(host(backend, E2).reshape(()), E64, dtype, scale=10)
+
+
+def test_output_layer_grad_takes_any_loss_and_rejects_unknown_ones(backend, rng):
+    x, W, t = draw(rng, (6, 4), np.float64), draw(rng, (4, 3), np.float64), \
+        draw(rng, (6, 3), np.float64)
+    E, gx, gW, gb = backend.output_layer_grad(backend.asarray(x), backend.asarray(W), None,
+                                              backend.asarray(t), "mse", "tanh")
+    z = np.tanh(x @ W)
+    g = (z - t) / 6 * (1 - z * z)
+    close_sum(host(backend, E).reshape(()), np.array(0.5 * np.mean(((z - t) ** 2).sum(1))),
+              np.float64, 4)
+    close_sum(host(backend, gW), x.T @ g, np.float64, 6)
+    close_sum(host(backend, gx), g @ W.T, np.float64, 3)
+    assert gb is None
+    with pytest.raises(ValueError, match="loss must be one of"):
+        backend.output_layer_grad(backend.asarray(x), backend.asarray(W), None,
+                                  backend.asarray(t), "hinge")
 
 
 # ---------------------------------------------------------------------------- identity, capture

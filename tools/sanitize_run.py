@@ -98,6 +98,22 @@ def _losses(B, inp, dt):
     return out
 
 
+def _output_layer(B, inp, dt):
+    """The fused output layer (kernels/head.cu on cuda): x (m, 29) -> 10 classes, relu below,
+    the layer below's bias gradient too; and the row gather of a shuffle."""
+    x, zb = _dev(B, inp, dt, "a", "a")
+    W = B.asarray(inp["b"][:, :10], dt)
+    bias = B.asarray(inp["bias"][:10], dt)
+    t = B.asarray(np.eye(10)[inp["ids"]], dt)
+    gbb = B.zeros((x.shape[1],), dt)
+    E, gx, gW, gb = B.output_layer_grad(x, W, bias, t, below=("relu", zb, zb),
+                                        out_grad_b_below=gbb)
+    perm = np.random.default_rng(0).permutation(x.shape[0])
+    rows = B.take_rows(x, perm)
+    return {"loss": B.to_numpy(E), "gx": B.to_numpy(gx), "gW": B.to_numpy(gW),
+            "gb": B.to_numpy(gb), "gb_below": B.to_numpy(gbb), "take_rows": B.to_numpy(rows)}
+
+
 def _optimizer(name) -> Case:
     def case(B, inp, dt):
         p, g, s1, s2 = _dev(B, inp, dt, "p", "pg", "state", "state")
@@ -127,6 +143,7 @@ CASES: dict[str, Case] = {
                                            "gelu", "elu", "softplus")},
     "elementwise": _elementwise,
     "losses": _losses,
+    "output_layer": _output_layer,
     **{f"optim_{n}": _optimizer(n) for n in OPTIMIZERS},
 }
 

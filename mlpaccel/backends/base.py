@@ -262,6 +262,38 @@ class Backend(abc.ABC):
                 grad_x = self.activation_grad(bname, bz, ba, grad_x, **bparams)
         return grad_x, grad_W, grad_b
 
+    #: the Backend loss methods ``output_layer_grad`` accepts
+    LOSS_METHODS = ("mse", "binary_cross_entropy", "softmax_cross_entropy")
+
+    def output_layer_grad(self, x, W, b, target, loss: str = "softmax_cross_entropy",
+                          activation: str = "linear", need_grad_x: bool = True,
+                          out_grad_W=None, out_grad_b=None, below=None, out_z=None, out_a=None,
+                          out_loss=None, out_grad_b_below=None, **params):
+        """The output layer's forward, loss and backward in one call: z = x W + b, a = f(z),
+        (E, g) = ``loss``(a, target) (a Backend loss method, e.g. "softmax_cross_entropy"),
+        then ``linear_backward(x, W, z, a, g, ..., below=below)``. Shapes x (M, K), W (K, C),
+        b (C,) or None, target as the loss takes it. Returns (E, grad_x, grad_W, grad_b): E
+        0-d (written into ``out_loss`` when given, and that array returned), grad_x (M, K)
+        (the layer below's delta when ``below`` is given; None without ``need_grad_x``),
+        grad_W (K, C), grad_b (C,) or None. ``out_z``/``out_a`` receive z and a where the
+        backend materialises them; a fused backend may keep the logits on chip and leave
+        them untouched. ``out_grad_b_below`` (K,): also write sum_rows(grad_x) into it - the
+        bias gradient of the layer below when grad_x is its delta (``below`` given)."""
+        if loss not in self.LOSS_METHODS:
+            raise ValueError(f"output_layer_grad: loss must be one of {self.LOSS_METHODS}, "
+                             f"got {loss!r}")
+        z, a = self.linear_forward(x, W, b, activation, out_z=out_z, out_a=out_a, **params)
+        E, g = getattr(self, loss)(a, target)
+        grad_x, grad_W, grad_b = self.linear_backward(
+            x, W, z, a, g, activation, need_grad_x, b is not None, out_grad_W, out_grad_b,
+            below, **params)
+        if out_loss is not None:
+            self.assign(out_loss, E)
+            E = out_loss
+        if out_grad_b_below is not None and grad_x is not None:
+            self.sum_rows(grad_x, out=out_grad_b_below)
+        return E, grad_x, grad_W, grad_b
+
     def fused_sgd_step(self, model, batch: int):
         """A whole plain-SGD training step of ``model`` (an ``MLP``) at ``batch`` rows as one
         fused program, or None where this backend has none for it. The object's

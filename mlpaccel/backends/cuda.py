@@ -206,7 +206,10 @@ class CudaBackend(Backend):
     the latter ``cupy.matmul`` for comparison only), ``precision`` ("fp32" or "tf32": TF32
     tensor cores in our GEMM, relative error ~1e-3), ``fused_mlp`` (default True: plain-SGD
     training of float32 ReLU/softmax-CE MLPs whose widths are all <= 128 runs each step as
-    the fused kernels of ``cuda_fused_mlp``; False: always the layer-by-layer step)."""
+    the fused kernels of ``cuda_fused_mlp``; False: always the layer-by-layer step),
+    ``fused_head`` (default True: a softmax-CE output layer of <= 32 classes runs forward and
+    backward as one kernel, ``output_layer_grad``; False: the composed ops) and
+    ``head_blocks`` (that kernel's grid; default: ``cuda_head.default_blocks``)."""
 
     name = "cuda"
     rung = ("SIMT: thousands of threads in lock-step warps; memory latency is hidden by "
@@ -215,8 +218,11 @@ class CudaBackend(Backend):
     device_step_count = True
 
     def __init__(self, device: int = 0, gemm: str = "ours", precision: str = "fp32",
-                 fused_mlp: bool = True) -> None:
+                 fused_mlp: bool = True, fused_head: bool = True,
+                 head_blocks: int | None = None) -> None:
         self.fused_mlp = bool(fused_mlp)
+        self.fused_head = bool(fused_head)
+        self.head_blocks = None if head_blocks is None else max(1, int(head_blocks))
         if gemm not in _GEMMS:
             raise ValueError(f"gemm must be one of {_GEMMS}, got {gemm!r}")
         if precision not in _PRECISIONS:
@@ -262,7 +268,9 @@ class CudaBackend(Backend):
                "graph": self._graph_state,
                "fused_mlp": ("on: plain-SGD steps of MLPs with every width <= 128 (float32, "
                              "ReLU, softmax-CE) run as two fused launches" if self.fused_mlp
-                             else "off")}
+                             else "off"),
+               "fused_head": ("on: a softmax-CE output layer (<= 32 classes) runs forward and "
+                              "backward as one launch" if self.fused_head else "off")}
         return out
 
     def synchronize(self) -> None:
@@ -356,10 +364,40 @@ class CudaBackend(Backend):
             self.xp.copyto(dst, src.reshape(dst.shape).astype(dst.dtype, copy=False))
 
     def take_rows(self, x, indices, out=None):
+        """``x[indices]`` by our gather kernel (16-byte slots, one pass: an epoch's shuffle of
+        60k x 784 floats moves 376 MB) for a C-contiguous 2-D float array; anything else by
+        ``xp.take``. Host indices are range-checked on the host; device indices are not."""
         with self._device_ctx():
-            idx = indices if isinstance(indices, self.xp.ndarray) else self.xp.asarray(
-                np.asarray(indices, dtype=np.int64))
-            return self.xp.take(x, idx, axis=0, out=out)
+            if isinstance(indices, self.xp.ndarray) and not isinstance(indices, np.ndarray):
+                idx = indices.astype(np.int64, copy=False)  # on the device: not checked
+            else:  # host indices (NumPy arrays, also on cuda-emu, whose arrays are NumPy's)
+                host = np.asarray(indices)
+                if host.dtype.kind not in "iu":
+                    raise TypeError(f"take_rows: indices must be integers, got {host.dtype}")
+                host = host.astype(np.int64, copy=False)
+                n = int(x.shape[0]) if x.ndim else 0
+                if host.size and (host.min() < -n or host.max() >= n):
+                    raise IndexError(f"take_rows: indices must lie in [{-n}, {n}), got min "
+                                     f"{host.min()} max {host.max()}")
+                host = np.where(host < 0, host + n, host) if host.size and host.min() < 0 \
+                    else host
+                idx = self.xp.asarray(host)
+            fits = (isinstance(x, self.xp.ndarray) and x.ndim == 2 and x.flags.c_contiguous
+                    and x.dtype in (np.float32, np.float64) and idx.ndim == 1)
+            if fits and out is not None:
+                fits = (out.dtype == x.dtype and out.flags.c_contiguous
+                        and tuple(out.shape) == (idx.shape[0], x.shape[1]))
+            if not fits:
+                return self.xp.take(x, idx, axis=0, out=out)
+            k, cols = int(idx.shape[0]), int(x.shape[1])
+            if out is None:
+                out = self._alloc((k, cols), x.dtype, zero=False)
+            if k * cols:
+                idx = self.xp.ascontiguousarray(idx)
+                self._launch("elementwise", f"take_rows_{self._sfx(x.dtype)}",
+                             self._grid(k * cols, 4), BLOCK,
+                             (x, idx, out, np.int64(k), np.int64(cols)))
+            return out
 
     # ------------------------------------------------------------------ argument checks
     def _dev_array(self, x, dtype=None):
@@ -769,6 +807,71 @@ class CudaBackend(Backend):
                              workspace=self._splitk_ws)
         return grad_x, grad_W, grad_b
 
+    def output_layer_grad(self, x, W, b, target, loss="softmax_cross_entropy",
+                          activation="linear", need_grad_x=True, out_grad_W=None,
+                          out_grad_b=None, below=None, out_z=None, out_a=None, out_loss=None,
+                          out_grad_b_below=None, **params):
+        """As ``Backend.output_layer_grad``. A softmax-CE output layer of <= 32 classes with
+        one-hot/probability target rows (M, C) runs as ONE launch (kernels/head.cu, host side
+        ``cuda_head``) that keeps the logits on chip and writes the loss, grad_W, grad_b and
+        grad_x - with the layer below's f' applied for the activations gemm.cu has (others
+        take one more elementwise launch) - and the column sums of grad_x into
+        ``out_grad_b_below``. ``out_z``/``out_a`` are then left untouched.
+        Everything else (other losses, class ids as targets, wider layers, ``fused_head``
+        off) runs the composed ops."""
+        head = _head()
+        name = _act.canonical(activation)
+        args = (x, W, b, target, loss, activation, need_grad_x, out_grad_W, out_grad_b, below,
+                out_z, out_a, out_loss, out_grad_b_below)
+        if not (self.fused_head and loss == "softmax_cross_entropy" and name == "linear"
+                and isinstance(x, self.xp.ndarray) and isinstance(target, self.xp.ndarray)):
+            return super().output_layer_grad(*args, **params)
+        x = self._dev_array(x)
+        W = self._dev_array(W, x.dtype)
+        if x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[0] or target.ndim != 2 or \
+                tuple(target.shape) != (x.shape[0], W.shape[1]):
+            return super().output_layer_grad(*args, **params)  # raises the shape error
+        M, K = (int(v) for v in x.shape)
+        C = int(W.shape[1])
+        plan = head.plan(M, K, C, x.dtype, blocks=self.head_blocks)
+        if plan is None:
+            return super().output_layer_grad(*args, **params)
+        t = self._dev_array(target, x.dtype)
+        if b is not None:
+            b = self._dev_array(b, x.dtype)
+            if tuple(b.shape) != (C,):
+                raise ValueError(f"output_layer_grad: b has shape {tuple(b.shape)}, expected "
+                                 f"({C},)")
+        gW = self._out(out_grad_W, (K, C), x.dtype)
+        gb = self._out(out_grad_b, (C,), x.dtype) if b is not None else None
+        E = self._out(out_loss, (), x.dtype)
+        dX = self._alloc((M, K), x.dtype, zero=False) if need_grad_x else None
+        gbb = None
+        if need_grad_x and out_grad_b_below is not None:
+            gbb = self._out(out_grad_b_below, (K,), x.dtype)
+        dact, aux, alpha, after, colsum_after = 0, None, 0.01, None, None
+        if need_grad_x and below is not None:
+            bname, bz, ba, bparams = _below(below)
+            gemm = _gemm()
+            if bname in gemm.GRAD_AUX:
+                dact = gemm.EPILOGUE_ACTIVATIONS[bname]
+                aux = self._dev_array(bz if gemm.GRAD_AUX[bname] == "z" else ba, x.dtype)
+                if tuple(aux.shape) != (M, K):
+                    raise ValueError(f"output_layer_grad: below's {gemm.GRAD_AUX[bname]} has "
+                                     f"shape {tuple(aux.shape)}, expected {(M, K)}")
+                alpha = _act.resolve_params(bname, bparams).get("alpha", 0.01)
+            elif bname != "linear":
+                after = (bname, bz, ba, bparams)
+                gbb, colsum_after = None, gbb  # the column sums need f' applied first
+        part = self._scratch_buf("head_partials", head.partial_size(plan), x.dtype)
+        counter = self._scratch_buf("head_counter", 1, np.uint32, zero=True)
+        head.launch(self, plan, x, W, b, t, gW, gb, E, dX, gbb, aux, dact, alpha, part, counter)
+        if after is not None:
+            dX = self.activation_grad(after[0], after[1], after[2], dX, out=dX, **after[3])
+            if colsum_after is not None:
+                self.sum_rows(dX, out=colsum_after)
+        return E, dX, gW, gb
+
     # ------------------------------------------------------------------ graphs
     def _capture_stream(self):
         if self._stream is None:
@@ -782,6 +885,13 @@ class CudaBackend(Backend):
         eager launches (and says why in ``info()["graph"]``) when recording fails, e.g. when
         ``fn`` reaches cuBLAS (``gemm="cublas"``) or synchronises with the host."""
         return _GraphStep(self, fn)
+
+
+def _head():
+    """The output-layer module (kernels/head.cu's host side), imported on first use."""
+    from . import cuda_head
+
+    return cuda_head
 
 
 def _gemm():

@@ -1,0 +1,90 @@
+"""Host side of kernels/head.cu: a classifier's output layer (linear + softmax-CE + the
+gradients of W, b and of the layer below) as one launch.
+
+``plan`` says whether the kernel computes a call (and how: entry point, blocks, shared memory),
+``launch`` runs it. ``CudaBackend.output_layer_grad`` uses both and falls back to the composed
+ops when ``plan`` returns None. No cupy import here: arrays come from the backend.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MODULE = "head"
+NT = 256           # threads per block (head.cu NT)
+ROWS = NT // 32    # rows per chunk: one per warp (head.cu RW)
+CMAX = (16, 32)    # class-count variants (entry points xent_head_c<CMAX>_<T>)
+SCRATCH = 33       # block_sum scratch + the last-block flag
+#: shared memory a launch may ask for (the H100/H200 opt-in limit is 227 KB; leave room)
+MAX_SMEM = 160 * 1024
+
+
+def smem_bytes(K: int, C: int, cmax: int, itemsize: int) -> int:
+    """Dynamic shared memory of one block: Ws and acc (C x K each), accb (K), xs (ROWS x K),
+    ds (ROWS x cmax), bs (cmax), scratch - in elements of the dtype (head.cu's layout)."""
+    return (2 * K * C + K + ROWS * K + ROWS * cmax + cmax + SCRATCH) * itemsize
+
+
+def default_blocks(M: int, K: int, C: int) -> int:
+    """Blocks for M rows: every chunk of 8 rows its own block at small M (latency-bound); at
+    large M fewer blocks, each looping over chunks, because the last block adds all blocks'
+    partials (K C + C + 1 values each) alone: work per block ~ chunks / G and that final sum
+    ~ G K C balance near G = sqrt(4 chunks 2560 / (K C)) (2560 = MNIST's 256 x 10)."""
+    chunks = -(-M // ROWS)
+    g = int(math.sqrt(4.0 * chunks * 2560.0 / max(K * C, 1)))
+    return max(1, min(chunks, max(8, g)))
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    kernel: str
+    blocks: int
+    smem: int
+    M: int
+    K: int
+    C: int
+
+
+def plan(M: int, K: int, C: int, dtype, blocks: int | None = None) -> HeadPlan | None:
+    """The launch for x (M, K) -> C classes in ``dtype``, or None when the kernel does not
+    compute it (C > 32, empty, or W, its gradient and the row buffers exceed MAX_SMEM)."""
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)) or M < 1 or K < 1 or C < 1:
+        return None
+    cmax = next((c for c in CMAX if C <= c), None)
+    if cmax is None:
+        return None
+    smem = smem_bytes(K, C, cmax, dt.itemsize)
+    if smem > MAX_SMEM:
+        return None
+    chunks = -(-M // ROWS)
+    g = default_blocks(M, K, C) if blocks is None else max(1, min(int(blocks), chunks))
+    sfx = "f32" if dt == np.float32 else "f64"
+    return HeadPlan(f"xent_head_c{cmax}_{sfx}", g, smem, M, K, C)
+
+
+def partial_size(p: HeadPlan) -> int:
+    """Elements of the partials buffer a launch with more than one block needs (room for
+    the layer below's bias gradient included)."""
+    return p.blocks * (p.K * p.C + p.C + 1 + p.K) if p.blocks > 1 else 1
+
+
+def launch(backend, p: HeadPlan, x, W, b, y, gW, gb, loss, dX, gbb, aux, dact: int,
+           alpha: float, part, counter) -> None:
+    """Run the planned kernel. ``b``/``gb`` None: no bias; ``dX`` None: no input gradient;
+    ``gbb`` None: no column sums of dX (the layer below's bias gradient); ``aux`` None or
+    dact 0: dX without a derivative. Unused pointers get a valid stand-in."""
+    stand_in = x
+    flags = (1 if b is not None else 0) | (2 if dX is not None else 0) | \
+        (4 if dX is not None and gbb is not None else 0)
+    T = x.dtype.type
+    backend._launch(MODULE, p.kernel, p.blocks, NT,
+                    (x, W, stand_in if b is None else b, y, gW, gW if gb is None else gb, loss,
+                     stand_in if dX is None else dX, gW if gbb is None else gbb,
+                     stand_in if aux is None else aux,
+                     np.int32(dact if aux is not None else 0), T(alpha), part, counter,
+                     np.int32(p.M), np.int32(p.K), np.int32(p.C), np.int32(flags)),
+                    shared_mem=p.smem)
