@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import mlpaccel  # noqa: E402
+from mlpaccel.backends.base import Backend  # noqa: E402
 
 
 def _timer(B):
@@ -65,11 +66,21 @@ def profile(B, batch: int, reps: int, layers=(784, 256, 256, 10)) -> dict:
         "fwd1 x·W1+b, relu": lambda: B.linear_forward(x, W1, b1, "relu", out_z=z[0], out_a=a[0]),
         "fwd2 a1·W2+b, relu": lambda: B.linear_forward(a[0], W2, b2, "relu", out_z=z[1],
                                                        out_a=a[1]),
-        "fwd3 a2·W3+b": lambda: B.linear_forward(a[1], W3, b3, "linear", out_z=z[2], out_a=a[2]),
-        "softmax-CE loss+grad": lambda: B.assign(loss_buf, B.softmax_cross_entropy(a[2], t)[0]),
+        # the output layer as the trainer runs it: forward, softmax-CE and backward in one
+        # call (one kernel where the backend fuses it); below, the composed ops it replaces
+        "out layer: fwd3+softmax-CE+bwd3": lambda: B.output_layer_grad(
+            a[1], W3, b3, t, "softmax_cross_entropy", out_grad_W=gW3, out_grad_b=gb3,
+            below=("relu", z[1], a[1]), out_loss=loss_buf),
+        "  the same, composed ops": lambda: Backend.output_layer_grad(
+            B, a[1], W3, b3, t, "softmax_cross_entropy", out_grad_W=gW3, out_grad_b=gb3,
+            below=("relu", z[1], a[1]), out_z=z[2], out_a=a[2], out_loss=loss_buf),
+        "  fwd3 a2·W3+b": lambda: B.linear_forward(a[1], W3, b3, "linear", out_z=z[2],
+                                                   out_a=a[2]),
+        "  softmax-CE loss+grad": lambda: B.assign(loss_buf,
+                                                   B.softmax_cross_entropy(a[2], t)[0]),
         # as the trainer calls them: each dX comes back as the delta of the layer below
         # (relu' in the dX GEMM's epilogue), so layers 2 and 1 take it as "linear"
-        "bwd3 (linear_backward)": lambda: B.linear_backward(
+        "  bwd3 (linear_backward)": lambda: B.linear_backward(
             a[1], W3, z[2], a[2], g3, "linear", out_grad_W=gW3, out_grad_b=gb3,
             below=("relu", z[1], a[1])),
         "bwd2 (linear_backward)": lambda: B.linear_backward(
