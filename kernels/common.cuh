@@ -86,14 +86,24 @@ __device__ __forceinline__ double m_max(double a, double b) { return fmax(a, b);
 __device__ __forceinline__ float m_min(float a, float b) { return fminf(a, b); }
 __device__ __forceinline__ double m_min(double a, double b) { return fmin(a, b); }
 
+// ---------------------------------------------------------------- z > 0, flush-proof
+// CuPy compiles every kernel with -ftz=true (it appends the flag after ours), so a float32
+// compare reads a subnormal z (|z| < 1.2e-38) as 0: step(1e-41) would be 0, not 1. Comparing
+// the bits instead is exact in every mode: the bit patterns 1 .. 0x7f800000 are exactly the
+// floats in (0, +inf] (+0, negatives and NaN fall outside). float64 is never flushed.
+__device__ __forceinline__ bool positive(float z) {
+    return __float_as_uint(z) - 1u < 0x7f800000u;
+}
+__device__ __forceinline__ bool positive(double z) { return z > 0.0; }
+
 // ---------------------------------------------------------------- activations by code
 // The fused epilogues' activation codes (mlpaccel/backends/cuda_gemm.py EPILOGUE_ACTIVATIONS):
 // 1 relu, 2 leaky_relu (slope p), 3 sigmoid, 4 tanh, 5 gelu (erf form); 0 = identity.
 template <typename T>
 __device__ __forceinline__ T act_by_code(T z, int code, T p) {
     switch (code) {
-    case 1: return z > T(0) ? z : T(0);
-    case 2: return z > T(0) ? z : p * z;
+    case 1: return positive(z) ? z : T(0);
+    case 2: return positive(z) ? z : p * z;
     case 3: {  // stable: never exp of a large positive number
         if (z >= T(0)) return T(1) / (T(1) + m_exp(-z));
         T e = m_exp(z);
@@ -110,8 +120,8 @@ __device__ __forceinline__ T act_by_code(T z, int code, T p) {
 template <typename T>
 __device__ __forceinline__ T dact_by_code(T x, int code, T p) {
     switch (code) {
-    case 1: return x > T(0) ? T(1) : T(0);
-    case 2: return x > T(0) ? T(1) : p;
+    case 1: return positive(x) ? T(1) : T(0);
+    case 2: return positive(x) ? T(1) : p;
     case 3: return x * (T(1) - x);
     case 4: return T(1) - x * x;
     case 5: {

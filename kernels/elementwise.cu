@@ -23,7 +23,7 @@ namespace mlp {
 // ---------------------------------------------------------------- forward functors
 // Each is stable for |z| up to 1e4: exp only ever sees a non-positive argument.
 struct Step {
-    template <class T> __device__ T operator()(T z, T) const { return z > T(0) ? T(1) : T(0); }
+    template <class T> __device__ T operator()(T z, T) const { return positive(z) ? T(1) : T(0); }
 };
 struct Linear {
     template <class T> __device__ T operator()(T z, T) const { return z; }
@@ -38,16 +38,16 @@ struct Tanh {
     template <class T> __device__ T operator()(T z, T) const { return m_tanh(z); }
 };
 struct Relu {
-    template <class T> __device__ T operator()(T z, T) const { return z > T(0) ? z : T(0); }
+    template <class T> __device__ T operator()(T z, T) const { return positive(z) ? z : T(0); }
 };
 struct LeakyRelu {
     template <class T> __device__ T operator()(T z, T alpha) const {
-        return z > T(0) ? z : alpha * z;
+        return positive(z) ? z : alpha * z;
     }
 };
 struct Elu {
     template <class T> __device__ T operator()(T z, T alpha) const {
-        return z > T(0) ? z : alpha * m_expm1(m_min(z, T(0)));
+        return positive(z) ? z : alpha * m_expm1(m_min(z, T(0)));
     }
 };
 struct Softplus {  // max(z, 0) + log1p(e^-|z|)
@@ -79,16 +79,16 @@ struct TanhGrad {
     template <class T> __device__ T operator()(T, T a, T g, T) const { return g * (T(1) - a * a); }
 };
 struct ReluGrad {
-    template <class T> __device__ T operator()(T z, T, T g, T) const { return z > T(0) ? g : T(0); }
+    template <class T> __device__ T operator()(T z, T, T g, T) const { return positive(z) ? g : T(0); }
 };
 struct LeakyReluGrad {
     template <class T> __device__ T operator()(T z, T, T g, T alpha) const {
-        return z > T(0) ? g : alpha * g;
+        return positive(z) ? g : alpha * g;
     }
 };
 struct EluGrad {
     template <class T> __device__ T operator()(T z, T a, T g, T alpha) const {
-        return z > T(0) ? g : g * (a + alpha);
+        return positive(z) ? g : g * (a + alpha);
     }
 };
 struct SoftplusGrad {  // sigmoid(z)

@@ -71,7 +71,7 @@ struct StoreRelu {  // hidden layer: a = max(z, 0)
     float* p;
     int ld;
     __device__ __forceinline__ void operator()(int r, int c, float v) const {
-        p[r * ld + c] = v > 0.f ? v : 0.f;
+        p[r * ld + c] = positive(v) ? v : 0.f;
     }
 };
 struct Store {  // logits
@@ -85,7 +85,7 @@ struct StoreReluMask {  // delta_prev = v * relu'(a): a > 0 <=> z > 0 for relu
     const float* a;
     int lda;
     __device__ __forceinline__ void operator()(int r, int c, float v) const {
-        p[r * ld + c] = a[r * lda + c] > 0.f ? v : 0.f;
+        p[r * ld + c] = positive(a[r * lda + c]) ? v : 0.f;
     }
 };
 struct PartialOut {  // the block's partial gradient slot: = on its first tile, += after

@@ -194,6 +194,24 @@ def test_activation_hypothesis(backend, name, dtype, z, seed):
     _check_activation_grad(backend, np.random.default_rng(seed), name, {}, z)
 
 
+#: float32 subnormals (|z| < 1.18e-38) and their neighbours: a GPU kernel compiled with
+#: flush-to-zero (CuPy always passes -ftz=true) reads them as 0 in a plain compare
+SUBNORMALS32 = np.array([[1.7056e-41, -1.7056e-41, 1e-45, -1e-45, 1.1e-38, 1.2e-38, 0.0, -0.0,
+                          3.0, -3.0]], dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", ["step", "relu", "leaky_relu", "elu", "linear"])
+def test_sign_based_activations_see_float32_subnormals(backend, rng, name):
+    """step, relu, leaky_relu, elu switch on z > 0: a positive subnormal is > 0 (found by
+    hypothesis on an H200: step(1.7e-41) gave 0 under flush-to-zero)."""
+    _check_activation(backend, name, {}, SUBNORMALS32)
+    _check_activation_grad(backend, rng, name, {}, SUBNORMALS32)
+    got = host(backend, backend.activation(name, backend.asarray(SUBNORMALS32)))
+    want = ref.activation(name, SUBNORMALS32.astype(np.float64))
+    if name == "step":
+        np.testing.assert_array_equal(got, want)
+
+
 def test_activation_aliases_and_bad_names(backend, rng):
     z = backend.asarray(draw(rng, (2, 3), np.float64))
     np.testing.assert_array_equal(host(backend, backend.activation("logistic", z)),

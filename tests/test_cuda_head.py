@@ -94,6 +94,11 @@ def test_the_composed_ops_run_everywhere_else(emu, launches):
     assert launches == []
     big = cuda_head.plan(64, 4096, 32, np.float32)               # W + its gradient > smem
     assert big is None
+    m = cuda_head.MAX_FUSED_ROWS + 1                             # a batch the ops do faster
+    _run(emu, *_problem(m, 5, 10))
+    assert launches == []
+    _run(mlpaccel.get_backend("cuda-emu", head_blocks=70), *_problem(m, 5, 10))
+    assert [p.M for p in launches] == [m]                        # unless the grid is forced
 
 
 @pytest.mark.emu
@@ -169,9 +174,12 @@ def test_bad_arguments_raise_and_leave_the_outputs_alone(emu):
 
 def test_shared_memory_and_grid_rules():
     assert cuda_head.smem_bytes(256, 10, 16, 4) == (2 * 2560 + 256 + 8 * 256 + 8 * 16 + 16 + 33) * 4
+    # the H200 sweep's best grids: 8 (b64), 32 (b256), 64 (b1024), 128 (b8192)
     assert cuda_head.default_blocks(64, 256, 10) == 8          # one chunk per block
-    assert cuda_head.default_blocks(8192, 256, 10) == 64       # chunks looped, fewer partials
+    assert 24 <= cuda_head.default_blocks(256, 256, 10) <= 32
+    assert 48 <= cuda_head.default_blocks(1024, 256, 10) <= 64
     assert cuda_head.default_blocks(1, 256, 10) == 1
+    assert cuda_head.default_blocks(64, 784, 32) < 8           # bigger partials: fewer blocks
     assert cuda_head.plan(5, 4, 33, np.float32) is None
     assert cuda_head.plan(5, 4, 3, np.int32) is None
 
@@ -183,7 +191,8 @@ def test_the_mnist_output_layer_on_the_gpu(m):
     reason = unavailable_reason("cuda")
     if reason is not None:
         pytest.skip(f"cuda unavailable: {reason}")
-    B = mlpaccel.get_backend("cuda")
+    # the kernel itself at every size (a forced grid: by default b > 512 composes the ops)
+    B = mlpaccel.get_backend("cuda", head_blocks=cuda_head.default_blocks(m, 256, 10))
     x, W, b, t, zb = _problem(m, 256, 10, seed=m)
     got = _run(B, x, W, b, t, zb)
     want = _reference(x, W, b, t, "relu", zb)

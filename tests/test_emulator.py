@@ -437,3 +437,16 @@ def test_real_kernels_compile_under_the_emulator():
     d = EmuDriver()
     for src in sources:
         assert d.load(src.stem).kernels, f"{src.name} has no extern \"C\" __global__ kernels"
+
+
+def test_positive_is_exact_under_flush_to_zero(drv):
+    """CuPy compiles with -ftz=true: a GPU compare reads a float32 subnormal as 0 (an H200 gave
+    step(1.7e-41) = 0). mlp::positive compares the bits instead. The probe kernel sets the x86
+    DAZ/FTZ mode around the compare, so the emulator shows the flush and the fix."""
+    z = np.array([1.7056e-41, 1e-45, -1e-45, 1.2e-38, 0.0, -0.0, 3.0, -3.0, np.inf, -np.inf,
+                  np.nan], f32)
+    plain, bits = np.zeros(z.size, i32), np.zeros(z.size, i32)
+    drv.launch(drv.load(str(HERE / "ftz_probe.cu")), "sign_probe", 1, 32,
+               [z, plain, bits, i32(z.size)])
+    np.testing.assert_array_equal(bits, [1, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0])  # == (z > 0) exactly
+    np.testing.assert_array_equal(plain[:2], [0, 0])  # the flush this guards against

@@ -209,7 +209,8 @@ class CudaBackend(Backend):
     the fused kernels of ``cuda_fused_mlp``; False: always the layer-by-layer step),
     ``fused_head`` (default True: a softmax-CE output layer of <= 32 classes runs forward and
     backward as one kernel, ``output_layer_grad``; False: the composed ops) and
-    ``head_blocks`` (that kernel's grid; default: ``cuda_head.default_blocks``)."""
+    ``head_blocks`` (that kernel's grid; default: ``cuda_head.default_blocks``; the kernel
+    runs for batches <= ``cuda_head.MAX_FUSED_ROWS`` unless ``head_blocks`` is given)."""
 
     name = "cuda"
     rung = ("SIMT: thousands of threads in lock-step warps; memory latency is hidden by "
@@ -269,8 +270,9 @@ class CudaBackend(Backend):
                "fused_mlp": ("on: plain-SGD steps of MLPs with every width <= 128 (float32, "
                              "ReLU, softmax-CE) run as two fused launches" if self.fused_mlp
                              else "off"),
-               "fused_head": ("on: a softmax-CE output layer (<= 32 classes) runs forward and "
-                              "backward as one launch" if self.fused_head else "off")}
+               "fused_head": ("on: a softmax-CE output layer (<= 32 classes, batches <= "
+                              f"{_head().MAX_FUSED_ROWS} rows) runs forward and backward as "
+                              "one launch" if self.fused_head else "off")}
         return out
 
     def synchronize(self) -> None:
@@ -834,7 +836,8 @@ class CudaBackend(Backend):
         M, K = (int(v) for v in x.shape)
         C = int(W.shape[1])
         plan = head.plan(M, K, C, x.dtype, blocks=self.head_blocks)
-        if plan is None:
+        if plan is None or (M > head.MAX_FUSED_ROWS and self.head_blocks is None):
+            # (larger batches: the composed ops measured faster; head_blocks forces the kernel)
             return super().output_layer_grad(*args, **params)
         t = self._dev_array(target, x.dtype)
         if b is not None:

@@ -20,6 +20,15 @@ CMAX = (16, 32)    # class-count variants (entry points xent_head_c<CMAX>_<T>)
 SCRATCH = 33       # block_sum scratch + the last-block flag
 #: shared memory a launch may ask for (the H100/H200 opt-in limit is 227 KB; leave room)
 MAX_SMEM = 160 * 1024
+#: batches up to this many rows take the fused kernel by default; larger ones the composed ops.
+#: Measured on an H200 (tools/head_bench.py, 784-256-256-10's output layer, best grid): fused
+#: vs composed 15.6 vs 25.7 µs at b64, 21.5 vs 31.6 at b256, 36.2 vs 35.9 at b1024, 97.6 vs
+#: 80.2 at b8192 - each chunk of 8 rows costs ~7.5 µs of serialized global-load latency
+#: (kernels/NOTES.md), so the kernel wins only while the chunks are few.
+MAX_FUSED_ROWS = 512
+#: per-chunk time / per-block cost of the final sum, both fitted to the H200 grid sweep at
+#: b1024 (7.5 µs per chunk, 0.33 µs per block of S = 2827 partial values)
+_CHUNK_OVER_BLOCK = 7.5 / 0.33
 
 
 def smem_bytes(K: int, C: int, cmax: int, itemsize: int) -> int:
@@ -29,13 +38,15 @@ def smem_bytes(K: int, C: int, cmax: int, itemsize: int) -> int:
 
 
 def default_blocks(M: int, K: int, C: int) -> int:
-    """Blocks for M rows: every chunk of 8 rows its own block at small M (latency-bound); at
-    large M fewer blocks, each looping over chunks, because the last block adds all blocks'
-    partials (K C + C + 1 values each) alone: work per block ~ chunks / G and that final sum
-    ~ G K C balance near G = sqrt(4 chunks 2560 / (K C)) (2560 = MNIST's 256 x 10)."""
+    """Blocks for M rows. A block loops over chunks of 8 rows (~7.5 µs each on an H200,
+    latency-bound), and the last block adds every block's partials (S = K C + C + 1 + K
+    values; ~0.33 µs per block at S = 2827): time ~ chunks / G * 7.5 + G * 0.33 * S / 2827,
+    least at G = sqrt(chunks * 22.7 * 2827 / S) - the H200 sweep's best grids were 8 (b64),
+    32 (b256), 64 (b1024), 128 (b8192); this gives 8, 27, 54, 152."""
     chunks = -(-M // ROWS)
-    g = int(math.sqrt(4.0 * chunks * 2560.0 / max(K * C, 1)))
-    return max(1, min(chunks, max(8, g)))
+    S = K * C + C + 1 + K
+    g = int(round(math.sqrt(chunks * _CHUNK_OVER_BLOCK * 2827.0 / S)))
+    return max(1, min(chunks, g))
 
 
 @dataclass(frozen=True)
