@@ -19,29 +19,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from step_profile import _timer  # noqa: E402
+from step_profile import replay_us as _time  # noqa: E402
 
 import mlpaccel  # noqa: E402
 from mlpaccel.backends import cuda_head  # noqa: E402
 from mlpaccel.backends.base import Backend  # noqa: E402
-
-
-def _time(B, fn, reps: int) -> float:
-    start, stop = _timer(B)
-
-    def body():
-        for _ in range(reps):
-            fn()
-    rec = B.capture(body)
-    rec()
-    rec()
-    B.synchronize()
-    best = float("inf")
-    for _ in range(3):
-        t0 = start()
-        rec()
-        best = min(best, stop(t0))
-    return best / reps * 1e6
 
 
 def head_row(name: str, m: int, reps: int, K=256, C=10,
