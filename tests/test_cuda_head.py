@@ -172,6 +172,31 @@ def test_bad_arguments_raise_and_leave_the_outputs_alone(emu):
     np.testing.assert_array_equal(emu.to_numpy(gW), 7.0)
 
 
+@pytest.mark.emu
+def test_a_measured_choice_in_the_tuning_table_decides(emu, launches, monkeypatch):
+    """``tools/head_bench.py --save`` writes per batch bucket the fastest grid, or 0 when the
+    composed ops won; the backend follows it within one octave and falls back to its rule."""
+    from mlpaccel.backends import cuda_gemm
+
+    key = cuda_head.table_key
+    table = {key(np.float32, 5, 10, 64): {"blocks": 3},
+             key(np.float32, 5, 10, 1024): {"blocks": 0},
+             "fp32:nn:64x64x64": {"config": "64x64x16", "split_k": 1}}
+    monkeypatch.setattr(cuda_gemm, "load_table", lambda device, path=None: table)
+    d = emu.driver
+    assert cuda_head.tuned_blocks(d, 64, 5, 10, np.float32) == 3          # the bucket itself
+    assert cuda_head.tuned_blocks(d, 100, 5, 10, np.float32) == \
+        cuda_head.default_blocks(100, 5, 10)                                # one octave away
+    assert cuda_head.tuned_blocks(d, 600, 5, 10, np.float32) == 0          # near 1024: composed
+    assert cuda_head.tuned_blocks(d, 200, 5, 10, np.float32) is None       # too far: the rule
+    assert cuda_head.tuned_blocks(d, 64, 6, 10, np.float32) is None        # another layer
+    assert cuda_head.tuned_blocks(d, 64, 5, 10, np.float64) is None        # another dtype
+    _run(emu, *_problem(64, 5, 10))
+    assert [(p.M, p.blocks) for p in launches] == [(64, 3)]
+    _run(emu, *_problem(600, 5, 10))                                        # composed: no launch
+    assert len(launches) == 1
+
+
 def test_shared_memory_and_grid_rules():
     assert cuda_head.smem_bytes(256, 10, 16, 4) == (2 * 2560 + 256 + 8 * 256 + 8 * 16 + 16 + 33) * 4
     # the H200 sweep's best grids: 8 (b64), 32 (b256), 64 (b1024), 128 (b8192)
@@ -200,3 +225,35 @@ def test_the_mnist_output_layer_on_the_gpu(m):
         assert _rel(u, v) <= 1e-5
     for u, v in zip(got, _run(B, x, W, b, t, zb)):
         np.testing.assert_array_equal(u, v)
+
+
+@pytest.mark.emu
+def test_head_bench_tool_smoke(emu, tmp_path, monkeypatch):
+    """tools/head_bench.py on cuda-emu: the table, the check against the composed ops, and
+    --save's entries (written to a temporary table here)."""
+    import importlib
+    import json
+    import sys
+    from pathlib import Path
+
+    from mlpaccel.backends import cuda_gemm
+
+    tools = Path(__file__).resolve().parent.parent / "tools"
+    monkeypatch.syspath_prepend(str(tools))
+    saved = {}
+
+    def fake_save(driver, entries, path=None):
+        saved.update(entries)
+        return tmp_path / "table.json"
+    monkeypatch.setattr(cuda_gemm, "save_table", fake_save)
+    hb = importlib.import_module("head_bench")
+    out = tmp_path / "hb.json"
+    assert hb.main(["--backend", "cuda-emu", "--batches", "16", "--reps", "1",
+                    "--gather-rows", "40", "--json", str(out), "--save"]) == 0
+    doc = json.loads(out.read_text())
+    row = doc["head_us"]["16"]
+    assert row["max rel. difference fused vs composed"] < 1e-5
+    assert {"fused, grid 1", "fused, grid 2"} <= set(row) and doc["gather"]["correct"]
+    (key, entry), = saved.items()
+    assert key == cuda_head.table_key(np.float32, 256, 10, 16) and entry["blocks"] in (0, 1, 2)
+    sys.modules.pop("head_bench", None)

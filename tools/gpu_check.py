@@ -9,6 +9,8 @@ timeout never stops the later steps):
   tests      pytest of every cuda-marked test (the conformance suite on cuda included)
   compare    cuda vs cuda-emu vs the float64 reference on the same inputs, every op
   autotune   cuda_gemm.autotune over the benchmark and MLP shapes -> mlpaccel/tuning/ (+ copy)
+  head       tools/head_bench.py --save: fused output layer vs composed ops per batch and
+             grid -> the same tuning table (before bench, whose epochs then use it)
   bench      python3 -m mlpaccel bench --full --backends cuda --out DIR/bench (+ the peers)
   mnist      tools/mnist_fast.py recipes: test accuracy and training wall time on the GPU
   profile    tools/step_profile.py: device time of each op of a training step (b64/1024/8192)
@@ -323,6 +325,21 @@ def step_profile(ctx: Context, limit: float) -> StepResult:
     return StepResult("profile", _status(rc), secs, {}, "; ".join(lines) or _last_line(tail))
 
 
+def step_head(ctx: Context, limit: float) -> StepResult:
+    """tools/head_bench.py: the fused output layer vs the composed ops over batch and grid,
+    and the shuffle gather (kernels/head.cu's MAX_FUSED_ROWS and grid rule come from this)."""
+    out = ctx.out / "head_bench.json"
+    cmd = [ctx.python, str(ROOT / "tools" / "head_bench.py"), "--json", str(out), "--save"]
+    rc, tail, secs = run_cmd(cmd, limit, ctx.logs / "head.log", ctx.env)
+    doc = _read_json(out) or {}
+    if doc.get("table") and Path(doc["table"]).is_file():  # the table with the head choices
+        shutil.copy(doc["table"], ctx.out / Path(doc["table"]).name)
+    nums = {f"b{b}": f"fused {r.get('fused (default grid)', float('nan')):.1f} vs composed "
+                     f"{r.get('composed ops (+ colsum below)', float('nan')):.1f} us"
+            for b, r in (doc.get("head_us") or {}).items()}
+    return StepResult("head", _status(rc), secs, nums, _last_line(tail))
+
+
 def step_gemm_bench(ctx: Context, limit: float) -> StepResult:
     script = ROOT / "tools" / "gemm_bench.py"
     if not script.is_file():
@@ -355,6 +372,8 @@ STEPS = [  # in priority order: a step cut by the overall budget loses the least
     Step("tests", 240, step_tests, "pytest -m cuda (conformance suite on cuda included)"),
     Step("compare", 60, step_compare, "cuda vs cuda-emu vs float64 reference"),
     Step("autotune", 90, step_autotune, "GEMM tile sweep -> mlpaccel/tuning/"),
+    Step("head", 60, step_head, "tools/head_bench.py: fused output layer vs composed ops "
+         "-> the tuning table (before bench, whose epochs then use it)"),
     Step("bench", 150, step_bench, "mlpaccel bench --full --backends cuda (+ peers)"),
     Step("mnist", 90, step_mnist, "tools/mnist_fast.py: MNIST accuracy and training time"),
     Step("profile", 45, step_profile, "tools/step_profile.py: device time per op of a step"),

@@ -65,6 +65,27 @@ def head_row(name: str, m: int, reps: int, K=256, C=10,
     return row
 
 
+def save_choices(name: str, res: dict, K=256, C=10) -> str:
+    """Per batch: the fastest fused grid, or 0 when the composed ops were faster, into the
+    device's tuning table (read back by ``cuda_head.tuned_blocks``). Returns the file."""
+    from mlpaccel.backends import cuda_gemm
+
+    entries = {}
+    for m, row in res.items():
+        grids = {int(k.rsplit(" ", 1)[1]): v for k, v in row.items()
+                 if k.startswith("fused, grid ")}
+        g, us = min(grids.items(), key=lambda kv: kv[1]) if grids else (0, float("inf"))
+        composed = row["composed ops (+ colsum below)"]
+        entries[cuda_head.table_key(np.float32, K, C, m)] = {
+            "blocks": g if us < composed else 0, "fused_us": round(us, 2),
+            "composed_us": round(composed, 2)}
+    B = mlpaccel.get_backend(name)
+    path = cuda_gemm.save_table(B.driver, entries)
+    print(f"head choices -> {path}: " + ", ".join(f"{k.rsplit(':', 1)[1]} {v['blocks']}"
+                                                   for k, v in entries.items()))
+    return str(path)
+
+
 def gather_rows(name: str, reps: int, n=60000, cols=784):
     """µs for an epoch's shuffle of n x cols float32: our take_rows vs xp.take."""
     B = mlpaccel.get_backend(name)
@@ -91,6 +112,9 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--gather-rows", type=int, default=60000)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--save", action="store_true",
+                    help="write the fastest choice per batch (grid, or 0 = composed ops) into "
+                         "the device's tuning table (mlpaccel/tuning/<device>.json)")
     args = ap.parse_args(argv)
     res = {m: head_row(args.backend, m, args.reps) for m in args.batches}
     names = list(dict.fromkeys(k for r in res.values() for k in r))
@@ -101,8 +125,10 @@ def main(argv=None) -> int:
     for k, v in g.items():
         print(f"gather {args.gather_rows} x 784: {k}: {v:.1f}" if not isinstance(v, bool)
               else f"gather: correct = {v}")
+    saved = save_choices(args.backend, res) if args.save else None
     if args.json:
-        Path(args.json).write_text(json.dumps({"head_us": res, "gather": g}, indent=1))
+        Path(args.json).write_text(json.dumps({"head_us": res, "gather": g, "table": saved},
+                                              indent=1))
     return 0
 
 

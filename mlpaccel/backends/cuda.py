@@ -835,9 +835,15 @@ class CudaBackend(Backend):
             return super().output_layer_grad(*args, **params)  # raises the shape error
         M, K = (int(v) for v in x.shape)
         C = int(W.shape[1])
-        plan = head.plan(M, K, C, x.dtype, blocks=self.head_blocks)
-        if plan is None or (M > head.MAX_FUSED_ROWS and self.head_blocks is None):
-            # (larger batches: the composed ops measured faster; head_blocks forces the kernel)
+        blocks = self.head_blocks  # forced grid; else the device's measured choice, else
+        if blocks is None:         # the rule (fused up to MAX_FUSED_ROWS rows)
+            blocks = head.tuned_blocks(self.driver, M, K, C, x.dtype)
+            if blocks is None and M > head.MAX_FUSED_ROWS:
+                blocks = 0
+        if blocks == 0:  # the composed ops measured faster here
+            return super().output_layer_grad(*args, **params)
+        plan = head.plan(M, K, C, x.dtype, blocks=blocks)
+        if plan is None:
             return super().output_layer_grad(*args, **params)
         t = self._dev_array(target, x.dtype)
         if b is not None:

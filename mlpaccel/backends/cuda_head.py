@@ -77,6 +77,44 @@ def plan(M: int, K: int, C: int, dtype, blocks: int | None = None) -> HeadPlan |
     return HeadPlan(f"xent_head_c{cmax}_{sfx}", g, smem, M, K, C)
 
 
+# ---------------------------------------------------------------- measured choice
+def table_key(dtype, K: int, C: int, M: int) -> str:
+    """Key of a measured choice in the device's tuning table (shared with the GEMM's):
+    dtype, layer shape and the batch's power-of-two bucket."""
+    return f"head:{'f32' if np.dtype(dtype) == np.float32 else 'f64'}:{K}x{C}:b{_bucket(M)}"
+
+
+def _bucket(v: int) -> int:
+    return 1 << max(0, int(v) - 1).bit_length()
+
+
+def tuned_blocks(driver, M: int, K: int, C: int, dtype) -> int | None:
+    """What ``tools/head_bench.py --save`` measured fastest on this device for this layer at
+    the nearest batch bucket (at most one octave away): the fused kernel's grid (> 0; the
+    grid itself only for the same bucket, else ``default_blocks``), 0 when the composed ops
+    won, None without a measurement (the caller's rule decides)."""
+    from .cuda_gemm import device_name, load_table
+
+    table = load_table(device_name(driver))
+    if not table:
+        return None
+    want = table_key(dtype, K, C, M)
+    stem, b = want.rsplit(":b", 1)
+    best, dist = None, 2.0
+    for key, entry in table.items():
+        if not key.startswith(stem + ":b"):
+            continue
+        d = abs(math.log2(int(key.rsplit(":b", 1)[1])) - math.log2(int(b)))
+        if d < dist or (d == dist and best is not None and key == want):
+            best, dist = (key, entry), d
+    if best is None or dist > 1.0:
+        return None
+    blocks = int(best[1].get("blocks", 0))
+    if blocks <= 0:
+        return 0
+    return blocks if best[0] == want else default_blocks(M, K, C)
+
+
 def partial_size(p: HeadPlan) -> int:
     """Elements of the partials buffer a launch with more than one block needs (room for
     the layer below's bias gradient included)."""
