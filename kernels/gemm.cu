@@ -11,13 +11,17 @@
 //   gemm_<cfg>s<3|4>_<form>_<v|s>_f32    SIMT FP32 with a cp.async ring (v path; s = gemm_simt)
 //   gemm_<tccfg>_<form>_<v|s>_f32        TF32 tensor cores (mma.sync m16n8k8), FP32 accumulate
 //   gemm_64x64x8_<form>_s_f64            FP64 (tests / golden numbers)
-//   gemm_splitk_reduce_<f32|f64>         sums split-K partials and applies the epilogue
+//   gemm_splitk_reduce_<f32|f64>         sums split-K partials and applies the epilogue (a
+//                                         separate pass; the GEMMs now finish split-K in-kernel)
 // All GEMM entry points share one signature:
 //   (const T* A, const T* B, T* C, const T* bias, T* Z, const T* aux,
-//    int M, int N, int K, int k_chunk, int epi, T param)
+//    int M, int N, int K, int k_chunk, int epi, T param, T* Cout, unsigned* tiles, int epi_out)
 // k_chunk: K range of one blockIdx.z slice (split-K; == K when gridDim.z == 1). With split-K
-// slice z writes its raw partial product to C + z*M*N (epi must be 0) and the reduce kernel
-// applies the epilogue.
+// slice z writes its raw partial product to C + z*M*N (epi must be 0); then the last slice to
+// finish each output tile (a ticket per tile in tiles[], zero before the launch and reset by
+// that block) adds the tile's partials in slice order z = 0, 1, ... (deterministic: the same
+// sum as gemm_splitk_reduce) and writes epilogue_out(sum) into Cout - no second launch.
+// Without split-K (gridDim.z == 1) Cout, tiles and epi_out are not used.
 // epi bits: 1 = add bias[n]; (epi >> 1) & 7 = activation f applied to the output;
 //           16 = also store the pre-activation into Z; (epi >> 5) & 7 = multiply the output
 //           by f'(aux[m, n]) (backward: delta = (grad W^T) * f'(z)); param = leaky_relu slope.
@@ -679,16 +683,52 @@ extern "C" __global__ void gemm_splitk_reduce_f64(const double* W, double* C,
     gemm_reduce<double>(W, C, bias, Z, aux, M, N, splits, epi, p);
 }
 
+// ---------------------------------------------------------------- in-kernel split-K finish
+// Called by every thread of a split-K block after its partial tile is stored (W = the
+// (splits, M, N) workspace). The last of the gridDim.z slices of an output tile to arrive sums
+// the tile's partials in slice order and applies the epilogue: the reduction of
+// gemm_splitk_reduce without its launch (threadfence-reduction pattern, as grid_sum_finish).
+template <typename T, int BM, int BN>
+__device__ __forceinline__ void gemm_splitk_finish(const T* W, T* Cout, unsigned* tiles,
+                                                   const T* bias, T* Z, const T* aux, int M,
+                                                   int N, int epi, T p) {
+    if (gridDim.z == 1) return;
+    __shared__ int gemm_last_slice;
+    __threadfence();  // this thread's partials are visible before the tile's ticket is taken
+    __syncthreads();
+    const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
+    if (threadIdx.x == 0)
+        gemm_last_slice = atomicAdd(tiles + tile, 1u) == gridDim.z - 1;
+    __syncthreads();
+    if (!gemm_last_slice) return;  // uniform per block
+    __threadfence();
+    const long long total = (long long)M * N;
+    const volatile T* vw = W;
+    const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN;
+    for (int e = threadIdx.x; e < BM * BN; e += blockDim.x) {
+        const int m = bm0 + e / BN, n = bn0 + e % BN;
+        if (m >= M || n >= N) continue;
+        const long long idx = (long long)m * N + n;
+        T s = T(0);
+        for (unsigned z = 0; z < gridDim.z; ++z) s += vw[z * total + idx];
+        gemm_store(Cout, bias, Z, aux, N, m, n, s, epi, p);
+    }
+    if (threadIdx.x == 0) tiles[tile] = 0u;  // ready for the next launch
+}
+
 // ---------------------------------------------------------------- entry points
 #define GEMM_PARAMS(T)                                                                       \
     const T *A, const T *B, T *C, const T *bias, T *Z, const T *aux, int M, int N, int K,    \
-        int k_chunk, int epi, T p
+        int k_chunk, int epi, T p, T *Cout, unsigned *tiles, int epi_out
 #define GEMM_ARGS A, B, C, bias, Z, aux, M, N, K, k_chunk, epi, p
+#define GEMM_FINISH(T, BM, BN)                                                               \
+    gemm_splitk_finish<T, BM, BN>(C, Cout, tiles, bias, Z, aux, M, N, epi_out, p)
 
 #define GEMM_SIMT_ONE(NAME, T, SUF, BM, BN, BK, WM, WN, TM, TN, TA, TB, VEC)                 \
     extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)                 \
         gemm_##NAME##SUF(GEMM_PARAMS(T)) {                                                   \
         gemm_simt<T, BM, BN, BK, WM, WN, TM, TN, TA, TB, VEC>(GEMM_ARGS);                    \
+        GEMM_FINISH(T, BM, BN);                                                              \
     }
 #define GEMM_SIMT_F32(NAME, BM, BN, BK, WM, WN, TM, TN)                                      \
     GEMM_SIMT_ONE(NAME, float, _nn_v_f32, BM, BN, BK, WM, WN, TM, TN, false, false, true)    \
@@ -709,6 +749,7 @@ extern "C" __global__ void gemm_splitk_reduce_f64(const double* W, double* C,
     extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)                 \
         gemm_##NAME##SUF(GEMM_PARAMS(float)) {                                               \
         gemm_tc<BM, BN, BK, WM, WN, TA, TB, VEC>(GEMM_ARGS);                                 \
+        GEMM_FINISH(float, BM, BN);                                                          \
     }
 #define GEMM_TC(NAME, BM, BN, BK, WM, WN)                                                    \
     GEMM_TC_ONE(NAME, _nn_v_f32, BM, BN, BK, WM, WN, false, false, true)                     \
@@ -724,6 +765,7 @@ extern "C" __global__ void gemm_splitk_reduce_f64(const double* W, double* C,
     extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)                 \
         gemm_##NAME##SUF(GEMM_PARAMS(float)) {                                               \
         gemm_tc_async<BM, BN, BK, WM, WN, ST, TA, TB>(GEMM_ARGS);                            \
+        GEMM_FINISH(float, BM, BN);                                                          \
     }
 #define GEMM_TCA(NAME, BM, BN, BK, WM, WN, ST)                                               \
     GEMM_TCA_ONE(NAME, _nn_v_f32, BM, BN, BK, WM, WN, ST, false, false)                      \
@@ -739,6 +781,7 @@ extern "C" __global__ void gemm_splitk_reduce_f64(const double* W, double* C,
     extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, MINB)           \
         gemm_##NAME##SUF(GEMM_PARAMS(float)) {                                               \
         gemm_simt_async<BM, BN, BK, WM, WN, TM, TN, ST, KG, KU, TA, TB>(GEMM_ARGS);          \
+        GEMM_FINISH(float, BM, BN);                                                          \
     }
 // fp32 cp.async config: the 16-byte path pipelined (gemm_simt_async), the scalar path = the
 // register-staged gemm_simt at BK 8 (same tiles, static smem)

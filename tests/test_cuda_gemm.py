@@ -333,6 +333,42 @@ def test_split_k_and_default_choice_cuda(gpu, rng):
 
 
 @pytest.mark.emu
+@pytest.mark.emu
+@pytest.mark.parametrize("cfg", ["64x64x16", "32x64x16", "tc64x64x16"])
+def test_split_k_finishes_inside_the_gemm_launch_emu(emu, rng, monkeypatch, cfg):
+    """One launch per split GEMM: the last slice of each output tile adds the tile's partials
+    in slice order and applies the epilogue - bit-identical to the separate
+    gemm_splitk_reduce pass it replaced, run here on the same partials - and leaves every
+    tile ticket at zero for the next launch."""
+    xp = emu.xp
+    M, N, K, split = 70, 90, 512, 4
+    a, b = _operands(rng, M, N, K, "nn", np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    ws = xp.full(split * M * N, np.nan, dtype=np.float32)
+    z = xp.zeros((M, N), np.float32)
+    launched = []
+    real = emu.launch
+
+    def spy(mod, kernel, *args, **kw):
+        launched.append(kernel)
+        return real(mod, kernel, *args, **kw)
+    monkeypatch.setattr(emu, "launch", spy)
+    out = cg.matmul(emu, xp.asarray(a), xp.asarray(b), split_k=split, bias=xp.asarray(bias),
+                    activation="relu", z_out=z, config=cfg, workspace=lambda n, dt: ws,
+                    precision="tf32" if cfg.startswith("tc") else "fp32")
+    assert len(launched) == 1 and launched[0].startswith(f"gemm_{cfg}_nn_")  # one launch
+    assert not cg._counters[emu].any()
+    want = np.maximum(_ref(a, b, "nn") + bias, 0)
+    assert _relerr(out, want) < (3e-3 if cfg.startswith("tc") else 1e-5)
+    two_pass, z2 = xp.empty((M, N), np.float32), xp.empty((M, N), np.float32)
+    epi = cg._epilogue("relu", None, bias, z2, None)
+    real(cg._module(emu, cg.config_by_name(cfg)), "gemm_splitk_reduce_f32", (16, 1, 1),
+         (256, 1, 1), (ws, two_pass, xp.asarray(bias), z2, z2, np.int32(M), np.int32(N),
+                       np.int32(split), np.int32(epi), np.float32(0.01)))
+    np.testing.assert_array_equal(out, two_pass)
+    np.testing.assert_array_equal(z, z2)
+
+
 def test_split_k_uses_the_given_workspace_emu(emu, rng):
     """A K split writes its partial sums into the caller's workspace (the backend's scratch,
     which outlives a recorded graph) instead of allocating one, and gives the same result."""

@@ -85,6 +85,9 @@ GRAD_AUX = {"relu": "z", "leaky_relu": "z", "sigmoid": "a", "tanh": "a", "gelu":
 
 _modules: weakref.WeakKeyDictionary[Any, dict[Any, Any]] = weakref.WeakKeyDictionary()
 _tables: dict[str, dict] = {}
+#: split-K tile tickets per driver (``_tile_counters``) and the grown-out ones kept alive
+_counters: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_retired_counters: list = []
 
 
 def configs(precision: str | None = None) -> list[GemmConfig]:
@@ -181,9 +184,11 @@ _HEURISTIC = {
 }
 # per-SM FLOP/s by precision and device bandwidth (H100-class; only ratios matter)
 _SM_RATE = {"fp32": 0.5e12, "tf32": 2.0e12, "fp64": 0.25e12}
-# device bandwidth; host cost of the extra reduce launch (CuPy ~7 us); fixed cost of one wave
-# of blocks (prologue, pipeline fill, epilogue) that makes tiny grids latency-bound
-_BW, _LAUNCH_S, _WAVE_S = 2.5e12, 7e-6, 2e-6
+# device bandwidth; the split-K finish (the last slice of a tile sums the partials after the
+# others: a few dependent global-memory round trips; it was a second launch, ~7 us of CuPy host
+# time, until the finish moved into the GEMM - a guess until a GPU run re-fits it); fixed cost
+# of one wave of blocks (prologue, pipeline fill, epilogue) that makes tiny grids latency-bound
+_BW, _FINISH_S, _WAVE_S = 2.5e12, 3e-6, 2e-6
 
 
 def estimate(cfg: GemmConfig, split: int, M: int, N: int, K: int, sms: int = 132) -> float:
@@ -196,7 +201,7 @@ def estimate(cfg: GemmConfig, split: int, M: int, N: int, K: int, sms: int = 132
     block_s = 2.0 * cfg.bm * cfg.bn * max(k_chunk, 1) * per_sm / (_SM_RATE[cfg.precision] * eff)
     t = waves * (_WAVE_S + block_s)
     if split > 1:
-        t += (split + 1) * M * N * 4 / _BW + _LAUNCH_S
+        t += (split + 1) * M * N * 4 / _BW + _FINISH_S
     return t
 
 
@@ -353,28 +358,40 @@ def matmul(driver, a, b, transpose_a: bool = False, transpose_b: bool = False, o
     smem = cfg.dynamic_smem(transpose_a, transpose_b, vec)
     mod = _module(driver, cfg)
     dummy = _dummy(driver, dt)
+    no_tiles = _tile_counters(driver, 1)
     if split == 1:
         args = (a, b, out, bias if bias is not None else dummy,
                 z_out if z_out is not None else dummy, grad_aux if grad_aux is not None else dummy,
                 np.int32(M), np.int32(N), np.int32(K), np.int32(max(K, 1)), np.int32(epi),
-                scalar(alpha))
+                scalar(alpha), dummy, no_tiles, np.int32(0))
         driver.launch(mod, kernel, grid, (cfg.threads, 1, 1), args, smem)
         return out
     if workspace is None:
         ws = xp.empty((split, M, N), dtype=dt)
     else:  # the launches on one stream are ordered: one scratch serves every split GEMM
         ws = workspace(split * M * N, dt)[:split * M * N].reshape(split, M, N)
-    args = (a, b, ws, dummy, dummy, dummy, np.int32(M), np.int32(N), np.int32(K),
-            np.int32(k_chunk), np.int32(0), scalar(alpha))
+    # one launch: the slices store raw partials (epi 0) and the last slice of each output
+    # tile sums them in slice order and applies the epilogue into ``out`` (gemm.cu,
+    # gemm_splitk_finish); the per-tile tickets return to zero by the end of the launch
+    args = (a, b, ws, bias if bias is not None else dummy,
+            z_out if z_out is not None else dummy, grad_aux if grad_aux is not None else dummy,
+            np.int32(M), np.int32(N), np.int32(K), np.int32(k_chunk), np.int32(0),
+            scalar(alpha), out, _tile_counters(driver, grid[0] * grid[1]), np.int32(epi))
     driver.launch(mod, kernel, grid, (cfg.threads, 1, 1), args, smem)
-    total = M * N
-    rblocks = max(1, min(math.ceil(total / 256), 4 * _sm_count(driver)))
-    rargs = (ws, out, bias if bias is not None else dummy, z_out if z_out is not None else dummy,
-             grad_aux if grad_aux is not None else dummy, np.int32(M), np.int32(N),
-             np.int32(split), np.int32(epi), scalar(alpha))
-    driver.launch(mod, f"gemm_splitk_reduce_{'f64' if dt == np.float64 else 'f32'}",
-                  (rblocks, 1, 1), (256, 1, 1), rargs)
     return out
+
+
+def _tile_counters(driver, n: int):
+    """Zeroed uint32 tickets, one per output tile of a split-K launch (each launch leaves them
+    at zero again), cached per driver. A grown buffer's predecessor is kept alive: a recorded
+    CUDA graph may still point at it."""
+    buf = _counters.get(driver)
+    if buf is None or buf.size < n:
+        if buf is not None:
+            _retired_counters.append(buf)
+        buf = driver.xp.zeros(max(int(n), 4096), dtype=np.uint32)
+        _counters[driver] = buf
+    return buf
 
 
 # ---------------------------------------------------------------- autotuning
