@@ -35,9 +35,10 @@
 // acc[C][K], accb[K], xs[8][K], ds[8][CMAX], bs[CMAX], scratch[33].
 //
 // Entry points: xent_head_c<16|32>_<f32|f64>(x, W, b, y, gW, gb, loss, dX, gbb, aux, dact, p,
-//   part, counter, M, K, C, flags); flags bit 0: add b and write gb, bit 1: write dX, bit 2:
-//   write gbb (needs bit 1). Pointers a flag switches off are not read or written (pass any
-//   valid pointer).
+//   part, counter, M, K, C, flags, loss_acc, acc_w); flags bit 0: add b and write gb, bit 1:
+//   write dX, bit 2: write gbb (needs bit 1), bit 3: also *loss_acc += acc_w * loss (the
+//   trainer's epoch loss sum: one launch fewer per step; axpy's expression, so axpy's bits).
+//   Pointers a flag switches off are not read or written (pass any valid pointer).
 #include "common.cuh"
 
 namespace mlp {
@@ -51,8 +52,8 @@ template <class T, int CMAX>
 __device__ void xent_head(T* sm, const T* __restrict__ x, const T* __restrict__ W,
                           const T* __restrict__ b, const T* __restrict__ y, T* gW, T* gb,
                           T* loss, T* dX, T* gbb, const T* __restrict__ aux, int dact, T p,
-                          T* part,
-                          unsigned* counter, int M, int K, int C, int flags) {
+                          T* part, unsigned* counter, int M, int K, int C, int flags,
+                          T* loss_acc, T acc_w) {
     const int KC = K * C;
     T* Ws = sm;                        // [C][K]
     T* acc = Ws + KC;                  // [C][K]
@@ -186,7 +187,11 @@ __device__ void xent_head(T* sm, const T* __restrict__ x, const T* __restrict__ 
             gW[i] = acc[c * K + k];
         }
         if (has_bias && tid < C) gb[tid] = db_sum;
-        if (tid == 0) *loss = lsum * inv_m;
+        if (tid == 0) {
+            const T L = lsum * inv_m;
+            *loss = L;
+            if (flags & 8) *loss_acc += acc_w * L;
+        }
         if (want_dbb)
             for (int k = tid; k < K; k += NT) gbb[k] = accb[k];
         return;
@@ -219,7 +224,9 @@ __device__ void xent_head(T* sm, const T* __restrict__ x, const T* __restrict__ 
         else if (i < KC + C) {
             if (has_bias) gb[i - KC] = s;
         } else if (i == KC + C) {
-            *loss = s * inv_m;
+            const T L = s * inv_m;
+            *loss = L;
+            if (flags & 8) *loss_acc += acc_w * L;
         } else {
             gbb[i - KC - C - 1] = s;
         }
@@ -234,10 +241,11 @@ __device__ void xent_head(T* sm, const T* __restrict__ x, const T* __restrict__ 
     extern "C" __global__ void __launch_bounds__(256, 1) xent_head_c##CMAX##_##SFX(            \
         const T* x, const T* W, const T* b, const T* y, T* gW, T* gb, T* loss, T* dX,          \
         T* gbb, const T* aux, int dact, T p, T* part, unsigned* counter, int M, int K, int C,  \
-        int flags) {                                                                           \
+        int flags, T* loss_acc, T acc_w) {                                                     \
         extern __shared__ __align__(16) T head_smem_##SFX[];                                   \
         mlp::head::xent_head<T, CMAX>(head_smem_##SFX, x, W, b, y, gW, gb, loss, dX, gbb, aux, \
-                                      dact, p, part, counter, M, K, C, flags);                 \
+                                      dact, p, part, counter, M, K, C, flags, loss_acc,        \
+                                      acc_w);                                                  \
     }
 
 MLP_HEAD(float, f32, 16)

@@ -389,10 +389,9 @@ class MLP:
             grad = {k: self._grad_fn_for(k) for k in rows}
 
             def train(x, t, w, update):
-                _, _, loss_buf, grad_fn = grad[x.shape[0]]
-                grad_fn(x, t)
+                # acc += w * loss inside the output layer's call (one launch where it is fused)
+                grad[x.shape[0]][3](x, t, (acc, w))
                 update(B, params, grads)
-                B.axpy(w, loss_buf, acc)
 
         if capturable:
             def body():
@@ -430,7 +429,8 @@ class MLP:
         them: input ``xb`` and target ``tb`` in (or any batch ``x``, ``t`` of the same shape
         passed as arguments: a view into the training data needs no copy), loss (0-d
         ``loss_buf``) and the flat gradient buffer out; no weight changes, no allocation of its
-        own beyond the backend's ops."""
+        own beyond the backend's ops. ``grad_fn(x, t, loss_acc=(acc, w))`` also adds w * loss
+        into the 0-d ``acc`` (an epoch's running loss)."""
         B = self.backend
         sizes = self.layer_sizes
         xb = B.zeros((batch, sizes[0]), self.dtype)
@@ -441,7 +441,7 @@ class MLP:
         views, gviews, acts, lossfn = self._views, self._gviews, self._run_acts, self.loss
         n = len(views)
 
-        def grad_fn(x=xb, t=tb):
+        def grad_fn(x=xb, t=tb, loss_acc=None):
             inputs = [x]
             outs_z, outs_a = [], []
             a = x
@@ -462,7 +462,8 @@ class MLP:
             _, g, _, _ = B.output_layer_grad(a, W, b, t, lossfn.method, acts[n - 1],
                                              need_grad_x=n > 1, out_grad_W=gW, out_grad_b=gb,
                                              below=below, out_z=Z[n - 1], out_a=A[n - 1],
-                                             out_loss=loss_buf, out_grad_b_below=gb_below)
+                                             out_loss=loss_buf, out_grad_b_below=gb_below,
+                                             loss_acc=loss_acc)
             for i in range(n - 2, -1, -1):
                 W, b = views[i]
                 gW, gb = gviews[i]

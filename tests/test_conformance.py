@@ -636,6 +636,12 @@ def test_output_layer_grad_is_forward_loss_and_backward(backend, rng, m, k, c, b
         backend.asarray(t), need_grad_x=False)
     assert gx2 is None
     close(host(backend, E2).reshape(()), E64, dtype, scale=10)
+    # the epoch's running loss: acc += w * E in the same call
+    acc = backend.asarray(np.array(1.5, dtype=dtype))
+    backend.output_layer_grad(
+        backend.asarray(x), backend.asarray(W), None if b is None else backend.asarray(b),
+        backend.asarray(t), need_grad_x=False, loss_acc=(acc, 0.25))
+    close(host(backend, acc).reshape(()), 1.5 + 0.25 * E64, dtype, scale=10)
 
 
 def test_output_layer_grad_takes_any_loss_and_rejects_unknown_ones(backend, rng):

@@ -66,6 +66,25 @@ def _rel(a, b):
 
 
 @pytest.mark.emu
+def test_the_epoch_loss_sum_needs_no_extra_launch(emu, monkeypatch):
+    """loss_acc = (acc, w): acc += w * loss in the kernel's last block - the only launch -
+    with the same bits as the axpy it replaces."""
+    x, W, b, t, zb = _problem(40, 9, 10)
+    seen = []
+    real = emu.driver.launch
+    monkeypatch.setattr(emu.driver, "launch", lambda *a, **k: (seen.append(a[1]), real(*a, **k)))
+    acc = emu.asarray(np.array(0.75, np.float32))
+    E, *_ = emu.output_layer_grad(emu.asarray(x), emu.asarray(W), emu.asarray(b),
+                                  emu.asarray(t), need_grad_x=False, loss_acc=(acc, 0.5))
+    assert seen == ["xent_head_c16_f32"]
+    want = np.float32(0.75) + np.float32(0.5) * np.float32(emu.to_numpy(E))
+    assert emu.to_numpy(acc).item() == want
+    with pytest.raises(ValueError, match="loss_acc"):
+        emu.output_layer_grad(emu.asarray(x), emu.asarray(W), emu.asarray(b), emu.asarray(t),
+                              loss_acc=(emu.asarray(np.zeros(2, np.float32)), 1.0))
+
+
+@pytest.mark.emu
 def test_the_kernel_runs_for_softmax_ce_up_to_32_classes(emu, launches):
     for c, kernel in ((2, "xent_head_c16_f32"), (16, "xent_head_c16_f32"),
                       (17, "xent_head_c32_f32"), (32, "xent_head_c32_f32")):
@@ -152,7 +171,9 @@ def test_fit_runs_the_fused_output_layer_and_matches_numpy(emu, launches):
     for u, v in zip(models[0].get_weights(), models[1].get_weights()):
         for uu, vv in zip(u, v):  # (W, b) per layer
             np.testing.assert_allclose(uu, vv, rtol=2e-5, atol=2e-6)
-    assert hist[0] is not None
+    # the epoch losses, summed inside the kernel (loss_acc) on cuda-emu, by axpy on numpy
+    np.testing.assert_allclose(models[0].history["loss"], models[1].history["loss"], rtol=1e-5)
+    assert len(models[0].history["loss"]) == 2 and hist[0] is models[0]
 
 
 @pytest.mark.emu

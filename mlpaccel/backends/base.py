@@ -268,7 +268,7 @@ class Backend(abc.ABC):
     def output_layer_grad(self, x, W, b, target, loss: str = "softmax_cross_entropy",
                           activation: str = "linear", need_grad_x: bool = True,
                           out_grad_W=None, out_grad_b=None, below=None, out_z=None, out_a=None,
-                          out_loss=None, out_grad_b_below=None, **params):
+                          out_loss=None, out_grad_b_below=None, loss_acc=None, **params):
         """The output layer's forward, loss and backward in one call: z = x W + b, a = f(z),
         (E, g) = ``loss``(a, target) (a Backend loss method, e.g. "softmax_cross_entropy"),
         then ``linear_backward(x, W, z, a, g, ..., below=below)``. Shapes x (M, K), W (K, C),
@@ -278,7 +278,8 @@ class Backend(abc.ABC):
         grad_W (K, C), grad_b (C,) or None. ``out_z``/``out_a`` receive z and a where the
         backend materialises them; a fused backend may keep the logits on chip and leave
         them untouched. ``out_grad_b_below`` (K,): also write sum_rows(grad_x) into it - the
-        bias gradient of the layer below when grad_x is its delta (``below`` given)."""
+        bias gradient of the layer below when grad_x is its delta (``below`` given).
+        ``loss_acc = (acc, w)``: also acc += w * E (a 0-d running sum, e.g. an epoch's loss)."""
         if loss not in self.LOSS_METHODS:
             raise ValueError(f"output_layer_grad: loss must be one of {self.LOSS_METHODS}, "
                              f"got {loss!r}")
@@ -292,6 +293,8 @@ class Backend(abc.ABC):
             E = out_loss
         if out_grad_b_below is not None and grad_x is not None:
             self.sum_rows(grad_x, out=out_grad_b_below)
+        if loss_acc is not None:
+            self.axpy(loss_acc[1], E, loss_acc[0])
         return E, grad_x, grad_W, grad_b
 
     def fused_sgd_step(self, model, batch: int):

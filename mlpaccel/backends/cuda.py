@@ -812,19 +812,20 @@ class CudaBackend(Backend):
     def output_layer_grad(self, x, W, b, target, loss="softmax_cross_entropy",
                           activation="linear", need_grad_x=True, out_grad_W=None,
                           out_grad_b=None, below=None, out_z=None, out_a=None, out_loss=None,
-                          out_grad_b_below=None, **params):
+                          out_grad_b_below=None, loss_acc=None, **params):
         """As ``Backend.output_layer_grad``. A softmax-CE output layer of <= 32 classes with
         one-hot/probability target rows (M, C) runs as ONE launch (kernels/head.cu, host side
         ``cuda_head``) that keeps the logits on chip and writes the loss, grad_W, grad_b and
         grad_x - with the layer below's f' applied for the activations gemm.cu has (others
         take one more elementwise launch) - and the column sums of grad_x into
-        ``out_grad_b_below``. ``out_z``/``out_a`` are then left untouched.
+        ``out_grad_b_below`` - and adds w * loss into ``loss_acc = (acc, w)``. ``out_z``/``out_a``
+        are then left untouched.
         Everything else (other losses, class ids as targets, wider layers, ``fused_head``
         off) runs the composed ops."""
         head = _head()
         name = _act.canonical(activation)
         args = (x, W, b, target, loss, activation, need_grad_x, out_grad_W, out_grad_b, below,
-                out_z, out_a, out_loss, out_grad_b_below)
+                out_z, out_a, out_loss, out_grad_b_below, loss_acc)
         if not (self.fused_head and loss == "softmax_cross_entropy" and name == "linear"
                 and isinstance(x, self.xp.ndarray) and isinstance(target, self.xp.ndarray)):
             return super().output_layer_grad(*args, **params)
@@ -874,7 +875,14 @@ class CudaBackend(Backend):
                 gbb, colsum_after = None, gbb  # the column sums need f' applied first
         part = self._scratch_buf("head_partials", head.partial_size(plan), x.dtype)
         counter = self._scratch_buf("head_counter", 1, np.uint32, zero=True)
-        head.launch(self, plan, x, W, b, t, gW, gb, E, dX, gbb, aux, dact, alpha, part, counter)
+        if loss_acc is not None:
+            acc = loss_acc[0]
+            if not (isinstance(acc, self.xp.ndarray) and acc.dtype == x.dtype and acc.size == 1):
+                raise ValueError(f"output_layer_grad: loss_acc[0] must be a one-element "
+                                 f"{x.dtype} device array")
+            loss_acc = (acc, float(loss_acc[1]))
+        head.launch(self, plan, x, W, b, t, gW, gb, E, dX, gbb, aux, dact, alpha, part, counter,
+                    loss_acc)
         if after is not None:
             dX = self.activation_grad(after[0], after[1], after[2], dX, out=dX, **after[3])
             if colsum_after is not None:

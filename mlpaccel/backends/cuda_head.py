@@ -122,18 +122,21 @@ def partial_size(p: HeadPlan) -> int:
 
 
 def launch(backend, p: HeadPlan, x, W, b, y, gW, gb, loss, dX, gbb, aux, dact: int,
-           alpha: float, part, counter) -> None:
+           alpha: float, part, counter, loss_acc=None) -> None:
     """Run the planned kernel. ``b``/``gb`` None: no bias; ``dX`` None: no input gradient;
     ``gbb`` None: no column sums of dX (the layer below's bias gradient); ``aux`` None or
-    dact 0: dX without a derivative. Unused pointers get a valid stand-in."""
+    dact 0: dX without a derivative; ``loss_acc`` = (acc, w): also acc += w * loss.
+    Unused pointers get a valid stand-in."""
     stand_in = x
     flags = (1 if b is not None else 0) | (2 if dX is not None else 0) | \
-        (4 if dX is not None and gbb is not None else 0)
+        (4 if dX is not None and gbb is not None else 0) | (8 if loss_acc is not None else 0)
+    acc, w = loss_acc if loss_acc is not None else (loss, 0.0)
     T = x.dtype.type
     backend._launch(MODULE, p.kernel, p.blocks, NT,
                     (x, W, stand_in if b is None else b, y, gW, gW if gb is None else gb, loss,
                      stand_in if dX is None else dX, gW if gbb is None else gbb,
                      stand_in if aux is None else aux,
                      np.int32(dact if aux is not None else 0), T(alpha), part, counter,
-                     np.int32(p.M), np.int32(p.K), np.int32(p.C), np.int32(flags)),
+                     np.int32(p.M), np.int32(p.K), np.int32(p.C), np.int32(flags), acc,
+                     T(w)),
                     shared_mem=p.smem)
