@@ -1,9 +1,12 @@
 """Host side of kernels/head.cu: a classifier's output layer (linear + softmax-CE + the
 gradients of W, b and of the layer below) as one launch.
 
-``plan`` says whether the kernel computes a call (and how: entry point, blocks, shared memory),
-``launch`` runs it. ``CudaBackend.output_layer_grad`` uses both and falls back to the composed
-ops when ``plan`` returns None. No cupy import here: arrays come from the backend.
+``tuned_blocks`` says what was measured fastest on this device (a grid, or 0 = the composed
+ops; from the tuning table ``tools/head_bench.py --save`` writes), ``default_blocks`` and
+``MAX_FUSED_ROWS`` decide without a measurement, ``plan`` says whether the kernel computes a
+call (entry point, blocks, shared memory) and ``launch`` runs it.
+``CudaBackend.output_layer_grad`` uses them and composes the ops otherwise. No cupy import
+here: arrays come from the backend.
 """
 
 from __future__ import annotations
