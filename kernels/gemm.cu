@@ -11,16 +11,14 @@
 //   gemm_<cfg>s<3|4>_<form>_<v|s>_f32    SIMT FP32 with a cp.async ring (v path; s = gemm_simt)
 //   gemm_<tccfg>_<form>_<v|s>_f32        TF32 tensor cores (mma.sync m16n8k8), FP32 accumulate
 //   gemm_64x64x8_<form>_s_f64            FP64 (tests / golden numbers)
-//   gemm_splitk_reduce_<f32|f64>         sums split-K partials and applies the epilogue (a
-//                                         separate pass; the GEMMs now finish split-K in-kernel)
 // All GEMM entry points share one signature:
 //   (const T* A, const T* B, T* C, const T* bias, T* Z, const T* aux,
 //    int M, int N, int K, int k_chunk, int epi, T param, T* Cout, unsigned* tiles, int epi_out)
 // k_chunk: K range of one blockIdx.z slice (split-K; == K when gridDim.z == 1). With split-K
 // slice z writes its raw partial product to C + z*M*N (epi must be 0); then the last slice to
 // finish each output tile (a ticket per tile in tiles[], zero before the launch and reset by
-// that block) adds the tile's partials in slice order z = 0, 1, ... (deterministic: the same
-// sum as gemm_splitk_reduce) and writes epilogue_out(sum) into Cout - no second launch.
+// that block) adds the tile's partials in slice order z = 0, 1, ... (deterministic, no float
+// atomics) and writes epilogue_out(sum) into Cout - no second launch.
 // Without split-K (gridDim.z == 1) Cout, tiles and epi_out are not used.
 // epi bits: 1 = add bias[n]; (epi >> 1) & 7 = activation f applied to the output;
 //           16 = also store the pre-activation into Z; (epi >> 5) & 7 = multiply the output
@@ -656,38 +654,11 @@ __device__ __forceinline__ void gemm_simt_async(const float* __restrict__ A,
     }
 }
 
-// ---------------------------------------------------------------- split-K reduction
-// C[m, n] = epilogue(sum_z W[z, m, n]); one thread per element, grid-stride.
-template <typename T>
-__device__ __forceinline__ void gemm_reduce(const T* W, T* C, const T* bias, T* Z,
-                                            const T* aux, int M, int N, int splits, int epi,
-                                            T p) {
-    const long long total = (long long)M * N;
-    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total;
-         e += (long long)gridDim.x * blockDim.x) {
-        T s = T(0);
-        for (int z = 0; z < splits; ++z) s += W[z * total + e];
-        gemm_store(C, bias, Z, aux, N, (int)(e / N), (int)(e % N), s, epi, p);
-    }
-}
-
-extern "C" __global__ void gemm_splitk_reduce_f32(const float* W, float* C, const float* bias,
-                                                  float* Z, const float* aux, int M, int N,
-                                                  int splits, int epi, float p) {
-    gemm_reduce<float>(W, C, bias, Z, aux, M, N, splits, epi, p);
-}
-extern "C" __global__ void gemm_splitk_reduce_f64(const double* W, double* C,
-                                                  const double* bias, double* Z,
-                                                  const double* aux, int M, int N, int splits,
-                                                  int epi, double p) {
-    gemm_reduce<double>(W, C, bias, Z, aux, M, N, splits, epi, p);
-}
-
 // ---------------------------------------------------------------- in-kernel split-K finish
 // Called by every thread of a split-K block after its partial tile is stored (W = the
 // (splits, M, N) workspace). The last of the gridDim.z slices of an output tile to arrive sums
-// the tile's partials in slice order and applies the epilogue: the reduction of
-// gemm_splitk_reduce without its launch (threadfence-reduction pattern, as grid_sum_finish).
+// the tile's partials in slice order and applies the epilogue (it was a separate reduce
+// kernel until session 5; threadfence-reduction pattern, as grid_sum_finish).
 template <typename T, int BM, int BN>
 __device__ __forceinline__ void gemm_splitk_finish(const T* W, T* Cout, unsigned* tiles,
                                                    const T* bias, T* Z, const T* aux, int M,

@@ -385,12 +385,12 @@ class MLP:
             def train(x, t, w, update):  # gradient and update in the backend's fused step
                 B.axpy(w, fused[x.shape[0]].step(params, x, t, lr), acc)
         else:
-            # one set of buffers per batch size; the loss buffer is read right after the step
-            grad = {k: self._grad_fn_for(k) for k in rows}
+            # one set of buffers (and gradient function) per batch size
+            grad_fns = {k: self._grad_fn_for(k)[3] for k in rows}
 
             def train(x, t, w, update):
                 # acc += w * loss inside the output layer's call (one launch where it is fused)
-                grad[x.shape[0]][3](x, t, (acc, w))
+                grad_fns[x.shape[0]](x, t, (acc, w))
                 update(B, params, grads)
 
         if capturable:

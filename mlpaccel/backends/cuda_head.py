@@ -102,13 +102,28 @@ def tuned_blocks(driver, M: int, K: int, C: int, dtype) -> int | None:
     if not table:
         return None
     want = table_key(dtype, K, C, M)
+    hit = _tuned.get((want, M))
+    if hit is not None and hit[0] is table:  # the table object changes when one is saved
+        return hit[1]
+    blocks = _lookup(table, want, M, K, C)
+    _tuned[(want, M)] = (table, blocks)
+    return blocks
+
+
+#: tuned_blocks' answers, per (key, rows), with the table they came from: the scan over the
+#: table's keys would otherwise run on every eager call of the output layer
+_tuned: dict = {}
+
+
+def _lookup(table: dict, want: str, M: int, K: int, C: int) -> int | None:
+    """``tuned_blocks``' search: the entry of the nearest batch bucket for this layer."""
     stem, b = want.rsplit(":b", 1)
     best, dist = None, 2.0
     for key, entry in table.items():
         if not key.startswith(stem + ":b"):
             continue
         d = abs(math.log2(int(key.rsplit(":b", 1)[1])) - math.log2(int(b)))
-        if d < dist or (d == dist and best is not None and key == want):
+        if d < dist:
             best, dist = (key, entry), d
     if best is None or dist > 1.0:
         return None
