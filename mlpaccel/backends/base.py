@@ -312,6 +312,19 @@ class Backend(abc.ABC):
         return fn
 
 
+def host_row_indices(indices, n: int) -> np.ndarray:
+    """``take_rows``' host indices checked and normalised: a 1-D integer array in [-n, n) ->
+    int64 in [0, n) (negative ones count from the end, as NumPy's). TypeError / IndexError
+    say what is wrong."""
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.dtype.kind not in "iu":
+        raise TypeError(f"indices must be a 1-D integer array, got {idx.dtype} {idx.shape}")
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        raise IndexError(f"row index out of range for {n} rows: min {idx.min()}, max "
+                         f"{idx.max()}")
+    return np.where(idx < 0, idx + n, idx).astype(np.int64, copy=False)
+
+
 def _below(below) -> tuple:
     """``linear_backward``'s ``below`` as (canonical activation, z, a, params)."""
     if not isinstance(below, (tuple, list)) or len(below) not in (3, 4):

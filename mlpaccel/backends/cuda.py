@@ -30,7 +30,7 @@ from .. import activations as _act
 from .._paths import kernel_dir
 from ..errors import DeviceOutOfMemoryError, KernelError
 from . import reference as ref
-from .base import Backend, _below, check_dtype
+from .base import Backend, _below, check_dtype, host_row_indices
 from .launch import KernelDriver, dim3
 
 BLOCK = 256  # threads per block of the 1-D kernels (8 warps)
@@ -373,17 +373,7 @@ class CudaBackend(Backend):
             if isinstance(indices, self.xp.ndarray) and not isinstance(indices, np.ndarray):
                 idx = indices.astype(np.int64, copy=False)  # on the device: not checked
             else:  # host indices (NumPy arrays, also on cuda-emu, whose arrays are NumPy's)
-                host = np.asarray(indices)
-                if host.dtype.kind not in "iu":
-                    raise TypeError(f"take_rows: indices must be integers, got {host.dtype}")
-                host = host.astype(np.int64, copy=False)
-                n = int(x.shape[0]) if x.ndim else 0
-                if host.size and (host.min() < -n or host.max() >= n):
-                    raise IndexError(f"take_rows: indices must lie in [{-n}, {n}), got min "
-                                     f"{host.min()} max {host.max()}")
-                host = np.where(host < 0, host + n, host) if host.size and host.min() < 0 \
-                    else host
-                idx = self.xp.asarray(host)
+                idx = self.xp.asarray(host_row_indices(indices, int(x.shape[0])))
             fits = (isinstance(x, self.xp.ndarray) and x.ndim == 2 and x.flags.c_contiguous
                     and x.dtype in (np.float32, np.float64) and idx.ndim == 1)
             if fits and out is not None:

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from .. import activations as _act
-from .base import Backend, _below, check_dtype
+from .base import Backend, _below, check_dtype, host_row_indices
 from .host_arrays import HostArrays
 from .reference import bce_eps
 
@@ -130,13 +130,7 @@ class NumbaBackend(HostArrays, Backend):
 
     # ------------------------------------------------------------------ arrays
     def take_rows(self, x, indices, out=None):
-        idx = np.asarray(indices)
-        if idx.ndim != 1 or idx.dtype.kind not in "iu":
-            raise TypeError(f"indices must be a 1-D integer array, got {idx.dtype} {idx.shape}")
-        n = x.shape[0]
-        if idx.size and (idx.min() < -n or idx.max() >= n):
-            raise IndexError(f"row index out of range for {n} rows")
-        idx = np.where(idx < 0, idx + n, idx).astype(np.int64, copy=False)
+        idx = host_row_indices(indices, x.shape[0])
         if out is None:
             out = np.empty((idx.size, x.shape[1]), x.dtype)
         self._kern("take_rows", out.size)(_c(x), idx, out)
