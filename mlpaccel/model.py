@@ -12,6 +12,8 @@ numbers.
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from . import activations as _act
@@ -141,7 +143,7 @@ class MLP:
     #: device-side state that pickling drops and unpickling rebuilds (see __getstate__)
     _DEVICE_STATE = ("backend", "_params", "_grads", "_views", "_gviews", "_steps",
                      "_steps_opt", "_snapshot", "_snap_turn", "optimizer", "_stage",
-                     "_pending_order")
+                     "_pending_order", "_device_made")
 
     def __getstate__(self) -> dict:
         """Pickle/deepcopy support (joblib, scikit-learn's clone of fitted wrappers): keeps the
@@ -521,11 +523,30 @@ class MLP:
         across calls (no upload per ``fit``), as training "with the data already on the GPU"
         means."""
         Xh = check_X(X, self.layer_sizes[0])
-        X_dev = self.backend.asarray(Xh, dtype=self.dtype)
+        X_dev = self._remember_device_data(self.backend.asarray(Xh, dtype=self.dtype))
         if y is None:
             return X_dev
         Th = check_targets(y, Xh.shape[0], self.layer_sizes[-1], self.loss)
-        return X_dev, self.backend.asarray(Th, dtype=self.dtype)
+        return X_dev, self._remember_device_data(self.backend.asarray(Th, dtype=self.dtype))
+
+    def _remember_device_data(self, a):
+        """Note ``a`` as made (and validated) by ``device_data``, weakly. Host backends' device
+        arrays are plain NumPy arrays, which ``fit`` could not tell from user data: without
+        this it re-validated and re-copied them on every call (~45 ms for 60k MNIST rows)."""
+        made = self.__dict__.get("_device_made")
+        if made is None:
+            made = self._device_made = weakref.WeakValueDictionary()
+        try:
+            made[id(a)] = a
+        except TypeError:  # an array type without weak references: fit recognises it by type
+            pass
+        return a
+
+    def _made_on_device(self, a) -> bool:
+        """True when ``a`` is an array this model's ``device_data`` returned (and still alive:
+        a dead array's id leaves the weak mapping with it, so a reused id cannot match)."""
+        made = self.__dict__.get("_device_made")
+        return made is not None and made.get(id(a)) is a
 
     def fit(self, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=None,
             validation_data=None, validation_fraction=0.0, early_stopping=False,

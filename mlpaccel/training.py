@@ -74,7 +74,7 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
     progress bar, 2 a line per epoch. All arguments are checked before any weight changes."""
     n_in, n_out = model.layer_sizes[0], model.layer_sizes[-1]
     B = model.backend
-    on_device = _is_device_array(X)
+    on_device = _is_device_array(X) or model._made_on_device(X)
     if on_device:  # from model.device_data: validated when it was made, shapes checked here
         X, T = _check_device_data(model, X, y)
     else:
@@ -228,7 +228,8 @@ def _check_device_data(model, X, y):
     if len(X.shape) != 2 or X.shape[1] != n_in or X.shape[0] < 1:
         raise ValueError(f"device X must have shape (M, {n_in}) with M >= 1, got "
                          f"{tuple(X.shape)}")
-    if not _is_device_array(y) or tuple(y.shape) != (X.shape[0], n_out):
+    y_on_device = _is_device_array(y) or model._made_on_device(y)
+    if not y_on_device or tuple(y.shape) != (X.shape[0], n_out):
         raise ValueError(f"with device X, y must be the device targets (M, {n_out}) that "
                          f"model.device_data(X, y) returns, got "
                          f"{getattr(y, 'shape', type(y).__name__)}")

@@ -157,6 +157,37 @@ def test_fit_on_device_data_equals_fit_on_host_data(backend, rng):
     np.testing.assert_allclose(dev.history["accuracy"], host.history["accuracy"])
 
 
+def test_host_backends_take_their_device_data_without_checking_or_copying_again(
+        monkeypatch, rng):
+    """On the numpy/numba backends device data are NumPy arrays: fit must still know them
+    (validated once in ``device_data``) instead of re-validating and re-copying the whole
+    set per call; an equal copy made by the user is host data again."""
+    import mlpaccel.training as training
+
+    X, y = _blobs(rng, 12)
+    m = MLP([2, 5, 2], activation="relu", loss="cross_entropy", dtype="float64",
+            random_state=1, backend="numpy")
+    Xd, Td = m.device_data(X, y)
+    assert m._made_on_device(Xd) and m._made_on_device(Td)
+    assert not m._made_on_device(Xd.copy()) and not m._made_on_device(X)
+    assert not MLP([2, 5, 2], backend="numpy")._made_on_device(Xd)  # another model's data
+
+    def no_check(*args, **kwargs):
+        raise AssertionError("device data was validated again")
+
+    monkeypatch.setattr(training, "check_X", no_check)
+    copies = []
+    real_asarray = m.backend.asarray
+    monkeypatch.setattr(m.backend, "asarray", lambda *a, **k: copies.append(a) or
+                        real_asarray(*a, **k))
+    m.fit(Xd, Td, epochs=2, batch_size=4, verbose=0)
+    assert copies == [] and len(m.history["loss"]) == 2
+    with pytest.raises(AssertionError, match="validated again"):
+        m.fit(Xd.copy(), Td, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="device targets"):
+        m.fit(Xd, y, epochs=1, verbose=0)  # labels next to device X: a typed error
+
+
 def test_device_data_shapes_are_checked():
     from mlpaccel.training import _check_device_data
 
