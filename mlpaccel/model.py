@@ -279,7 +279,7 @@ class MLP:
             elif m <= _CHUNK:
                 x, t = X_dev, T_dev
             else:
-                idx = np.arange(s, min(s + _CHUNK, m))
+                idx = B.row_indices(np.arange(s, min(s + _CHUNK, m)), m)
                 x, t = B.take_rows(X_dev, idx), B.take_rows(T_dev, idx)
             a = x
             for (W, b), act in zip(self._views, self._run_acts):

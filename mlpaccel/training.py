@@ -170,8 +170,9 @@ def fit(model, X, y, epochs=1, batch_size=32, optimizer="sgd", learning_rate=Non
             if shuffling:
                 order = pending if pending is not None else model._shuffle_rng.permutation(N)
                 pending = None
-                B.take_rows(X_dev, order, out=Xs)
-                B.take_rows(T_dev, order, out=Ts)
+                idx = B.row_indices(order, N)  # checked and uploaded once for both gathers
+                B.take_rows(X_dev, idx, out=Xs)
+                B.take_rows(T_dev, idx, out=Ts)
             # every batch in one call: one CUDA graph launch per epoch where the backend
             # records, the same Python loop (no copies) where it does not
             model._epoch_fn(N, full, acc, opt, (Xs_flat, Ts_flat))()

@@ -347,6 +347,15 @@ def test_take_rows(backend, rng, dtype):
                                   z[perm])
     with pytest.raises(IndexError):
         backend.take_rows(d, np.array([11]))
+    # one order checked (and uploaded) once by row_indices, then used for several gathers
+    both = backend.row_indices(back, 300)
+    for arr in (y, draw(rng, (300, 3), dtype)):
+        np.testing.assert_array_equal(host(backend, backend.take_rows(backend.asarray(arr),
+                                                                       both)), arr[back])
+    with pytest.raises(IndexError, match="out of range for 300 rows"):
+        backend.row_indices(np.array([0, 300]), 300)
+    with pytest.raises(TypeError, match="1-D integer"):
+        backend.row_indices(np.array([0.5]), 300)
 
 
 # ---------------------------------------------------------------------------- losses

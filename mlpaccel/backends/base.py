@@ -118,8 +118,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def take_rows(self, x, indices, out=None):
-        """Rows ``x[indices]`` of a 2-D array (``indices``: 1-D integer host array) -> (k, cols).
-        This is how a shuffled mini-batch is cut from data already on the device."""
+        """Rows ``x[indices]`` of a 2-D array (``indices``: 1-D integer host array, or what
+        ``row_indices`` returned) -> (k, cols). This is how a shuffled mini-batch is cut from
+        data already on the device."""
+
+    def row_indices(self, indices, n: int):
+        """Host row indices for ``n`` rows, checked once and put where ``take_rows`` reads
+        them (int64 in [0, n)): gathering several arrays by one order (an epoch's inputs and
+        targets) then checks and uploads it once. Host backends keep a NumPy array."""
+        return host_row_indices(indices, n)
 
     def empty(self, shape, dtype=np.float32):
         """An array of ``shape`` whose contents are unspecified (default: zeros)."""

@@ -365,6 +365,12 @@ class CudaBackend(Backend):
         with self._device_ctx():
             self.xp.copyto(dst, src.reshape(dst.shape).astype(dst.dtype, copy=False))
 
+    def row_indices(self, indices, n: int):
+        """The indices checked on the host, then uploaded once (``take_rows`` does not check
+        device indices again)."""
+        with self._device_ctx():
+            return self.xp.asarray(host_row_indices(indices, n))
+
     def take_rows(self, x, indices, out=None):
         """``x[indices]`` by our gather kernel (16-byte slots, one pass: an epoch's shuffle of
         60k x 784 floats moves 376 MB) for a C-contiguous 2-D float array; anything else by
