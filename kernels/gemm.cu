@@ -8,7 +8,8 @@
 // Entry points (extern "C"), one per configuration x transpose form x load width:
 //   gemm_<cfg>_<nn|tn|nt|tt>_<v|s>_f32   SIMT FP32 (v: 16-byte loads, needs every leading
 //                                         dimension % 4 == 0 and 16-byte aligned pointers)
-//   gemm_<cfg>s<3|4>_<form>_<v|s>_f32    SIMT FP32 with a cp.async ring (v path; s = gemm_simt)
+//   gemm_<cfg>s<3|4>_<form>_<v|s>_f32    SIMT FP32 with a cp.async ring (v path; s = gemm_simt):
+//                                         gemm_simt_async (13-15) or gemm_simt_ring (16)
 //   gemm_<tccfg>_<form>_<v|s>_f32        TF32 tensor cores (mma.sync m16n8k8), FP32 accumulate
 //   gemm_64x64x8_<form>_s_f64            FP64 (tests / golden numbers)
 // All GEMM entry points share one signature:
@@ -144,6 +145,55 @@ __device__ __forceinline__ void gemm_lds4(T* d, const T* s) {
     } else {
 #pragma unroll
         for (int i = 0; i < 4; ++i) d[i] = s[i];
+    }
+}
+
+// ---------------------------------------------------------------- SIMT thread tile
+// The SIMT kernels' lane -> output map: a warp's 32 lanes form WTR x WTC over its warp tile and
+// lane (tr, tc) owns TM x TN outputs taken as 4x4 chunks strided by WTR*4 rows and WTC*4
+// columns, so that per k the 16-byte smem reads of a warp touch WTR (A) and WTC (B) distinct
+// consecutive 16-byte words: a broadcast / one 128-byte wavefront, no bank conflicts.
+// These two helpers are gemm_simt's inner loop and output loop, expression for expression;
+// gemm_simt and gemm_simt_async keep their inline copies because calling the helpers there
+// gives the same PTX up to virtual-register numbering but a different register allocation in
+// the SASS of the measured configs (checked with nvdisasm); gemm_simt_ring uses them.
+// acc += one k-major smem tile pair (A tile as [BK][LA], B tile bs [BK][LB]) for the lane
+// (tr, tc) of the warp tile at (wm0, wn0): TM/4 + TN/4 ld.shared.v4 per k.
+template <typename T, int BK, int LA, int LB, int TM, int TN, int WTR, int WTC>
+__device__ __forceinline__ void gemm_simt_tile(T (&acc)[TM][TN], const T* as, const T* bs,
+                                               int wm0, int wn0, int tr, int tc) {
+#pragma unroll
+    for (int k = 0; k < BK; ++k) {
+        T a[TM], b[TN];
+#pragma unroll
+        for (int c = 0; c < TM / 4; ++c)
+            gemm_lds4(a + 4 * c, as + k * LA + wm0 + c * WTR * 4 + tr * 4);
+#pragma unroll
+        for (int c = 0; c < TN / 4; ++c)
+            gemm_lds4(b + 4 * c, bs + k * LB + wn0 + c * WTC * 4 + tc * 4);
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+            for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+    }
+}
+
+// Stores the TM x TN accumulators of lane (tr, tc) through gemm_store (the epilogue);
+// (bm0, bn0): the block tile's first output, (wm0, wn0): the warp tile's offset in it.
+template <typename T, int TM, int TN, int WTR, int WTC>
+__device__ __forceinline__ void gemm_simt_store(const T (&acc)[TM][TN], T* C, const T* bias,
+                                                T* Z, const T* aux, int M, int N, int bm0,
+                                                int bn0, int wm0, int wn0, int tr, int tc,
+                                                int epi, T p) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = bm0 + wm0 + (i / 4) * WTR * 4 + tr * 4 + (i % 4);
+        if (m >= M) continue;
+#pragma unroll
+        for (int j = 0; j < TN; ++j) {
+            const int n = bn0 + wn0 + (j / 4) * WTC * 4 + tc * 4 + (j % 4);
+            if (n < N) gemm_store(C, bias, Z, aux, N, m, n, acc[i][j], epi, p);
+        }
     }
 }
 
@@ -654,6 +704,112 @@ __device__ __forceinline__ void gemm_simt_async(const float* __restrict__ A,
     }
 }
 
+// ---------------------------------------------------------------- FP32 SIMT, mixed ring (v3)
+// gemm_simt's k-major smem tiles and inner loop (gemm_simt_tile: per k, TM/4 + TN/4
+// ld.shared.v4, conflict-free), fed by a STAGES-deep ring in dynamic shared memory in which
+// each operand takes the cheaper way into the k-major layout:
+//   m/n-contiguous operand (A in tn/tt, B in nn/tn): 16-byte cp.async straight into
+//     [BK][B?+4] (zero-filled outside the matrix), STAGES-1 k-tiles ahead - no registers, no
+//     STS instructions (gemm_simt_async's prologue / wait / barrier / refill sequence);
+//   k-contiguous operand (A in nn/nt, B in nt/tt): gemm_simt's register staging - ld.global.v4
+//     of 4 consecutive k into registers one k-tile ahead, then 4 transposing scalar st.shared
+//     into the ring stage of the next tile (conflict-free: rows 4 apart land 16 banks apart).
+//     (cp.async cannot transpose; read untransposed, it costs more LDS per FFMA, see 13-15.)
+// One __syncthreads per k-tile. Stage s of the ring holds tile t = s mod STAGES of both
+// operands. Hazards (iteration t, after its barrier): cp.async refills stage (t-1) mod STAGES,
+// which every warp finished reading before that barrier; the registers of tile t+1 are stored
+// into stage (t+1) mod STAGES after the multiply of tile t - last read as tile t+1-STAGES <= t-1
+// (STAGES >= 2), and first read after the next barrier.
+// 16-byte path only; the "_s_" entry points of these configs are gemm_simt with the same tiles.
+// Dynamic smem: STAGES * BK * ((BM+4) + (BN+4)) * 4 bytes (cuda_gemm.py, GemmConfig.kmajor).
+template <int BM, int BN, int BK, int WM, int WN, int TM, int TN, int STAGES, bool TA, bool TB>
+__device__ __forceinline__ void gemm_simt_ring(const float* __restrict__ A,
+                                               const float* __restrict__ B, float* C,
+                                               const float* bias, float* Z, const float* aux,
+                                               int M, int N, int K, int k_chunk, int epi,
+                                               float p) {
+    constexpr int NT = (BM / WM) * (BN / WN) * 32;
+    constexpr int WTR = WM / TM, WTC = WN / TN;
+    static_assert(WTR * WTC == 32, "a warp must have 32 lanes");
+    static_assert(TM % 4 == 0 && TN % 4 == 0, "micro-tile in 4x4 chunks");
+    static_assert(STAGES >= 2, "a ring of at least two stages");
+    constexpr int LA = BM + 4, LB = BN + 4;  // k-major rows, +4 floats: see gemm_simt
+    constexpr int SA = BK * LA, SB = BK * LB;
+    constexpr bool CPA = TA, CPB = !TB;  // operands copied by cp.async (m/n-contiguous)
+    constexpr bool ASYNC = CPA || CPB;
+    extern __shared__ __align__(16) float gemm_smem[];
+    float* As = gemm_smem;
+    float* Bs = gemm_smem + STAGES * SA;
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int wm0 = (warp / (BN / WN)) * WM, wn0 = (warp % (BN / WN)) * WN;
+    const int tr = lane / WTC, tc = lane % WTC;
+    const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN;
+    const int kb = blockIdx.z * k_chunk;
+    const int ke = K < kb + k_chunk ? K : kb + k_chunk;
+    if (gridDim.z > 1) C += (long long)blockIdx.z * M * N;
+
+    // register staging of the k-contiguous operand(s): rows m (n) x 4 consecutive k per slot
+    GemmTileLoader<float, BM, BK, NT, true> la;  // used when !CPA (A stored (M, K))
+    GemmTileLoader<float, BN, BK, NT, true> lb;  // used when !CPB (B stored (N, K))
+    auto issue = [&](int k0, int stage) {  // cp.async of tile k0 into a ring stage
+        if constexpr (CPA)
+            gemm_cp_tile<BK, BM, LA, 0, NT>(A, M, k0, ke, bm0, M, As + stage * SA, tid);
+        if constexpr (CPB)
+            gemm_cp_tile<BK, BN, LB, 0, NT>(B, N, k0, ke, bn0, N, Bs + stage * SB, tid);
+    };
+    auto fetch = [&](int k0) {  // global -> registers
+        if constexpr (!CPA) la.load(A, K, bm0, M, k0, ke, tid);
+        if constexpr (!CPB) lb.load(B, K, bn0, N, k0, ke, tid);
+    };
+    auto put = [&](int stage) {  // registers -> ring stage, transposed to k-major
+        if constexpr (!CPA) la.template store_t<LA>(As + stage * SA, tid);
+        if constexpr (!CPB) lb.template store_t<LB>(Bs + stage * SB, tid);
+    };
+
+    float acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = 0.f;
+
+    const int ntiles = ke > kb ? (ke - kb + BK - 1) / BK : 0;
+    if constexpr (ASYNC) {
+        // STAGES-1 tiles in flight; a group is committed even when empty so that "wait until
+        // <= STAGES-2 groups pending" always means "tile t has landed"
+#pragma unroll
+        for (int s = 0; s < STAGES - 1; ++s) {
+            if (s < ntiles) issue(kb + s * BK, s);
+            cp_async_commit();
+        }
+    }
+    if (ntiles > 0) {
+        fetch(kb);
+        put(0);
+    }
+    int rd = 0;  // ring stage of tile t
+    for (int t = 0; t < ntiles; ++t) {
+        if constexpr (ASYNC) cp_async_wait<STAGES - 2>();
+        __syncthreads();  // tile t visible to all; every warp is done with tile t-1's stage
+        const int nx = rd + 1 == STAGES ? 0 : rd + 1;  // stage of tile t+1
+        if constexpr (ASYNC) {
+            const int nt = t + STAGES - 1;  // into stage (t-1) mod STAGES
+            if (nt < ntiles) issue(kb + nt * BK, rd == 0 ? STAGES - 1 : rd - 1);
+            cp_async_commit();
+        }
+        if (t + 1 < ntiles) fetch(kb + (t + 1) * BK);
+        gemm_simt_tile<float, BK, LA, LB, TM, TN, WTR, WTC>(acc, As + rd * SA, Bs + rd * SB,
+                                                            wm0, wn0, tr, tc);
+        if (t + 1 < ntiles) put(nx);
+        rd = nx;
+    }
+    if constexpr (ASYNC) cp_async_wait<0>();
+
+    gemm_simt_store<float, TM, TN, WTR, WTC>(acc, C, bias, Z, aux, M, N, bm0, bn0, wm0,
+                                             wn0, tr, tc, epi, p);
+}
+
 // ---------------------------------------------------------------- in-kernel split-K finish
 // Called by every thread of a split-K block after its partial tile is stored (W = the
 // (splits, M, N) workspace). The last of the gridDim.z slices of an output tile to arrive sums
@@ -766,6 +922,25 @@ __device__ __forceinline__ void gemm_splitk_finish(const T* W, T* Cout, unsigned
     GEMM_SIMT_ONE(NAME, float, _nt_s_f32, BM, BN, 8, WM, WN, TM, TN, false, true, false)     \
     GEMM_SIMT_ONE(NAME, float, _tt_s_f32, BM, BN, 8, WM, WN, TM, TN, true, true, false)
 
+#define GEMM_SR_ONE(NAME, SUF, BM, BN, BK, WM, WN, TM, TN, ST, TA, TB)                     \
+    extern "C" __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, 1)              \
+        gemm_##NAME##SUF(GEMM_PARAMS(float)) {                                               \
+        gemm_simt_ring<BM, BN, BK, WM, WN, TM, TN, ST, TA, TB>(GEMM_ARGS);                   \
+        GEMM_FINISH(float, BM, BN);                                                          \
+    }
+// fp32 mixed-ring config (v3): the 16-byte path is gemm_simt_ring (cp.async for the
+// m/n-contiguous operand, register staging for the k-contiguous one), the scalar path the
+// register-staged gemm_simt with the same tiles (static smem)
+#define GEMM_SIMT_RING(NAME, BM, BN, BK, WM, WN, TM, TN, ST)                                 \
+    GEMM_SR_ONE(NAME, _nn_v_f32, BM, BN, BK, WM, WN, TM, TN, ST, false, false)               \
+    GEMM_SR_ONE(NAME, _tn_v_f32, BM, BN, BK, WM, WN, TM, TN, ST, true, false)                \
+    GEMM_SR_ONE(NAME, _nt_v_f32, BM, BN, BK, WM, WN, TM, TN, ST, false, true)                \
+    GEMM_SR_ONE(NAME, _tt_v_f32, BM, BN, BK, WM, WN, TM, TN, ST, true, true)                 \
+    GEMM_SIMT_ONE(NAME, float, _nn_s_f32, BM, BN, BK, WM, WN, TM, TN, false, false, false)   \
+    GEMM_SIMT_ONE(NAME, float, _tn_s_f32, BM, BN, BK, WM, WN, TM, TN, true, false, false)    \
+    GEMM_SIMT_ONE(NAME, float, _nt_s_f32, BM, BN, BK, WM, WN, TM, TN, false, true, false)    \
+    GEMM_SIMT_ONE(NAME, float, _tt_s_f32, BM, BN, BK, WM, WN, TM, TN, true, true, false)
+
 // Configuration table; ids and names must match CONFIGS in mlpaccel/backends/cuda_gemm.py.
 //                       name         BM   BN  BK  WM  WN  TM TN   threads
 #if GEMM_WANT(0)
@@ -816,4 +991,8 @@ GEMM_SIMT_ASYNC(128x128x16s4, 128, 128, 16, 32, 64, 8, 8, 4, 2, 1, 2)  // 256, 4
 #endif
 #if GEMM_WANT(15)
 GEMM_SIMT_ASYNC(128x256x16s3, 128, 256, 16, 32, 128, 8, 16, 3, 2, 1, 1) // 256, 8x16, 74 KB
+#endif
+// fp32 mixed ring (gemm_simt_ring):  name  BM  BN  BK  WM  WN  TM TN  stages
+#if GEMM_WANT(16)
+GEMM_SIMT_RING(256x128x8s3, 256, 128, 8, 64, 64, 16, 8, 3)  // 256 = 4x2 warps, 16x8, 36.75 KB
 #endif
