@@ -378,11 +378,24 @@ class MLP:
         rows = {x.shape[0] for x, _, _ in batches}
         capturable = opt.capturable_on(B)
         lr = opt.plain_step_size()
-        fused = None
+        fused = whole = None
         if lr is not None and capturable:  # plain SGD: maybe one fused program per step
-            fused = {k: B.fused_sgd_step(self, k) for k in rows}
-            if any(f is None for f in fused.values()):
-                fused = None
+            first = B.fused_sgd_step(self, batch)
+            whole = getattr(first, "epoch", None)
+            if whole is None and first is not None:
+                fused = {k: first if k == batch else B.fused_sgd_step(self, k) for k in rows}
+                if any(f is None for f in fused.values()):
+                    fused = None
+        if whole is not None:  # the fused step also runs every batch in one call
+            X_all = B.view(X_flat, 0, (n_samples, n_in))
+            T_all = B.view(T_flat, 0, (n_samples, n_out))
+            weights = np.array([w for _, _, w in batches], dtype=self.dtype)
+
+            def run():
+                opt.iterations += n
+                whole(params, X_all, T_all, lr, weights, acc)
+            self._steps[key] = (sig, run)
+            return run
         if fused is not None:
             def train(x, t, w, update):  # gradient and update in the backend's fused step
                 B.axpy(w, fused[x.shape[0]].step(params, x, t, lr), acc)

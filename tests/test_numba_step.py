@@ -77,9 +77,10 @@ def test_fit_runs_the_fused_step_and_matches_the_per_op_fit(monkeypatch):
     from mlpaccel.backends.numba_step import NumbaSGDStep
 
     calls = []
-    real = NumbaSGDStep.step
-    monkeypatch.setattr(NumbaSGDStep, "step",
-                        lambda self, *a: calls.append(self.batch) or real(self, *a))
+    real = NumbaSGDStep.epoch
+    monkeypatch.setattr(NumbaSGDStep, "epoch", lambda self, p, X, *a: calls.append(
+        (self.batch, X.shape[0])) or real(self, p, X, *a))
+    monkeypatch.setattr(NumbaSGDStep, "step", lambda *a: pytest.fail("a Python call per step"))
     rng = np.random.default_rng(2)
     X = rng.standard_normal((300, 12)).astype(np.float32)
     y = rng.integers(0, 4, 300)
@@ -89,7 +90,7 @@ def test_fit_runs_the_fused_step_and_matches_the_per_op_fit(monkeypatch):
                 backend=mlpaccel.get_backend("numba", fused_step=fused))
         m.fit(X, y, epochs=3, batch_size=64, learning_rate=0.1, verbose=0)
         runs[fused] = m
-    assert calls.count(64) == 3 * 4 and calls.count(300 - 4 * 64) == 3  # short last batch too
+    assert calls == [(64, 300)] * 3  # one call per epoch; its short last batch inside it
     a, b = runs[True], runs[False]
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-5)
     np.testing.assert_allclose(_flat(a), _flat(b), rtol=1e-4, atol=1e-5)
@@ -115,6 +116,37 @@ def test_models_it_does_not_cover_train_through_the_per_op_step(monkeypatch, why
                              else 0.0)
     m.fit(X, y, epochs=2, batch_size=10, optimizer=opt, verbose=0)
     assert np.isfinite(m.history["loss"][-1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_epoch_call_equals_a_loop_of_steps(dtype):
+    """``epoch`` runs the same kernels in the same order as one ``step`` per batch (the last
+    one short): bit-identical weights, and the running loss of the trainer's axpy."""
+    rng = np.random.default_rng(5)
+    sizes = [30, 70, 20, 5]
+    a, _ = _models(sizes, "relu", "softmax", "cross_entropy", True, dtype)
+    b, _ = _models(sizes, "relu", "softmax", "cross_entropy", True, dtype)
+    X, T = _batch(rng, sizes, 150, "cross_entropy", dtype)
+    weights = np.array([64 / 150, 64 / 150, 22 / 150], dtype)
+    acc = np.zeros((), dtype)
+    a.backend.fused_sgd_step(a, 64).epoch(a._params, X, T, 0.05, weights, acc)
+    want = np.zeros((), dtype)
+    for i, r0 in enumerate(range(0, 150, 64)):
+        m = min(64, 150 - r0)
+        step = b.backend.fused_sgd_step(b, m)
+        loss = step.step(b._params, X[r0:r0 + m], T[r0:r0 + m], 0.05)
+        b.backend.axpy(float(weights[i]), loss, want)
+    np.testing.assert_array_equal(a._params, b._params)
+    assert float(acc) == float(want)  # both one FMA per batch (fastmath "contract")
+    before = a._params.copy()
+    step = a.backend.fused_sgd_step(a, 64)
+    with pytest.raises(ValueError, match="3 .* values"):
+        step.epoch(a._params, X, T, 0.05, weights[:2], acc)
+    with pytest.raises(ValueError, match="0-d"):
+        step.epoch(a._params, X, T, 0.05, weights, acc.reshape(1))
+    with pytest.raises(ValueError, match=r"\(N, 30\)"):
+        step.epoch(a._params, X[:, :29], T, 0.05, weights, acc)
+    np.testing.assert_array_equal(a._params, before)
 
 
 def test_fused_step_rejects_bad_buffers_and_leaves_weights_alone():

@@ -1136,8 +1136,32 @@ def _delta_auto(code, z, a, g, delta, gb, has_bias, alpha, one):
         delta_and_bias_grad(code, z, a, g, delta, gb, has_bias, alpha, one)
 
 
-@njit(**_OPTS)
+@njit(fastmath=FM, **_OPTS)  # acc += w * loss contracts to one FMA, as the axpy kernel's
 def sgd_step(P, x, t, lr, sizes, w_off, b_off, codes, alphas, loss_kind, Zb, Ab, Db, Gb,
+             loss_out, one, nthreads, batch, weights, acc):
+    """SGD steps over the rows of x (N, n_0), targets t (N, n_L), ``batch`` rows at a time
+    (the last batch may be shorter): one step (``_sgd_one``) per batch, in order. After
+    batch i: loss_out[0] = its loss before its update, and when ``acc`` has an element
+    acc[0] += weights[i] * loss (an epoch's running loss: weights[i] = rows_i / N). One call
+    for a whole epoch: no Python between the steps. Workspace for ``batch`` rows."""
+    n0 = sizes[0]
+    nL = sizes[sizes.size - 1]
+    n = x.shape[0]
+    xf = x.reshape(x.size)
+    tf = t.reshape(t.size)
+    i = 0
+    for r0 in range(0, n, batch):
+        m = min(batch, n - r0)
+        _sgd_one(P, xf[r0 * n0:(r0 + m) * n0].reshape((m, n0)),
+                 tf[r0 * nL:(r0 + m) * nL].reshape((m, nL)), lr, sizes, w_off, b_off, codes,
+                 alphas, loss_kind, Zb, Ab, Db, Gb, loss_out, one, nthreads)
+        if acc.size:
+            acc[0] += weights[i] * loss_out[0]
+        i += 1
+
+
+@njit(**_OPTS)
+def _sgd_one(P, x, t, lr, sizes, w_off, b_off, codes, alphas, loss_kind, Zb, Ab, Db, Gb,
              loss_out, one, nthreads):
     """One SGD step p -= lr * d loss / d p of an MLP held in the flat buffer P (the MLP layout:
     per layer W (n_l, n_{l+1}) at w_off[l], b at b_off[l] or -1 without biases), on the batch

@@ -309,7 +309,9 @@ class Backend(abc.ABC):
         fused program, or None where this backend has none for it. The object's
         ``step(params, x, t, lr)`` updates the flat ``params`` in place (p -= lr * mean
         gradient of the model's loss on x (batch, n_in), targets t (batch, n_out)) and returns
-        the loss before the update as a 0-d array."""
+        the loss before the update as a 0-d array. It may also offer ``epoch(params, X, T,
+        lr, weights, acc)``: the steps over every ``batch`` rows of X, T (the last batch may be
+        shorter) in one call, ``acc += weights[i] * loss_i``; the trainer then uses that."""
         return None
 
     def capture(self, fn):
