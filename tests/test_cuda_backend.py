@@ -125,6 +125,49 @@ def test_backward_applies_the_lower_layers_derivative_in_the_gemm_epilogue(emu, 
 
 
 @pytest.mark.emu
+@pytest.mark.parametrize("need_grad_x", [True, False])
+def test_weight_gradient_runs_in_its_own_lane_with_its_own_scratch(emu, rng, monkeypatch,
+                                                                   need_grad_x):
+    """linear_backward issues grad_W (a split-K GEMM here: 16x16 outputs over K = 2048 rows)
+    in the side lane, which a GPU runs on a second stream beside grad_x's GEMM (or grad_b):
+    its split-K partials and tickets must be the side lane's own buffers, never the ones the
+    other stream's GEMMs use at the same time. Results equal the one-stream backend's."""
+    x = emu.asarray(rng.standard_normal((2048, 16)), np.float32)
+    W = emu.asarray(rng.standard_normal((16, 24)) * 0.3, np.float32)
+    g = emu.asarray(rng.standard_normal((2048, 24)), np.float32)
+    zb = emu.asarray(rng.standard_normal((2048, 16)), np.float32)
+    lanes = []
+    real = emu._scratch_buf
+
+    def spy(key, n, dtype, zero=False):
+        lanes.append((key, emu._lane))
+        return real(key, n, dtype, zero)
+
+    monkeypatch.setattr(emu, "_scratch_buf", spy)
+    calls = _record_launches(emu, monkeypatch)
+    gx, gW, gb = emu.linear_backward(x, W, None, None, g, "linear", need_grad_x=need_grad_x,
+                                     below=("relu", zb, zb) if need_grad_x else None)
+    gemms = [c for c in calls if c[0].startswith("gemm_")]
+    assert any(c[1][2] > 1 for c in gemms), "expected a split-K grad_W GEMM"
+    assert ("splitk", "side") in lanes and ("tiles", "side") in lanes, lanes
+    assert emu._lane == "main"
+    h = {k: emu.to_numpy(v).astype(np.float64) for k, v in dict(x=x, W=W, g=g, zb=zb).items()}
+    assert sr.max_rel_err(emu.to_numpy(gW), h["x"].T @ h["g"]) <= 1e-4
+    assert sr.max_rel_err(emu.to_numpy(gb), h["g"].sum(0)) <= 1e-4
+    if need_grad_x:
+        assert sr.max_rel_err(emu.to_numpy(gx), (h["g"] @ h["W"].T) * (h["zb"] > 0)) <= 1e-4
+    else:
+        assert gx is None
+    one = mlpaccel.get_backend("cuda-emu", concurrent_backward=False)
+    assert one.info()["concurrent_backward"] == "off"
+    gx1, gW1, gb1 = one.linear_backward(x, W, None, None, g, "linear",
+                                        need_grad_x=need_grad_x,
+                                        below=("relu", zb, zb) if need_grad_x else None)
+    for a, b in ((gW, gW1), (gb, gb1)) + (((gx, gx1),) if need_grad_x else ()):
+        np.testing.assert_array_equal(emu.to_numpy(a), one.to_numpy(b))
+
+
+@pytest.mark.emu
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "misaligned"])
 @pytest.mark.parametrize("n", [1, 3, 4, 5, 1029])
@@ -439,6 +482,62 @@ def test_graph_step_falls_back_to_eager_and_says_why():
     assert be._graph_state.startswith("eager") and "cuBLAS" in be._graph_state
 
 
+def test_beside_forks_and_joins_the_side_stream():
+    """``_beside`` with a fake CuPy: the side stream waits for what the current stream was
+    given before the block, work in ``side()`` is issued on it (in the side lane), and the
+    current stream waits for the side stream when the block ends - errors included."""
+    from mlpaccel.backends.cuda import CudaBackend
+
+    log = []
+
+    class Stream:
+        def __init__(self, name):
+            self.name = name
+
+        def __enter__(self):
+            log.append(f"enter {self.name}")
+
+        def __exit__(self, *exc):
+            log.append(f"exit {self.name}")
+            return False
+
+        def record(self, ev):
+            log.append(f"record {ev} on {self.name}")
+            return ev
+
+        def wait_event(self, ev):
+            log.append(f"{self.name} waits {ev}")
+
+    main = Stream("main")
+    made = iter([Stream("side")])
+    names = iter(["fork", "join"])
+    cuda = types.SimpleNamespace(get_current_stream=lambda: main,
+                                 Stream=lambda non_blocking=False: next(made),
+                                 Event=lambda disable_timing=False: next(names))
+    be = CudaBackend.__new__(CudaBackend)
+    be.driver = types.SimpleNamespace(cupy=types.SimpleNamespace(cuda=cuda))
+    be.concurrent_backward, be._side, be._lane = True, None, "main"
+    for fail in (False, True):
+        log.clear()
+        try:
+            with be._beside() as side:
+                with side():
+                    log.append(f"dW in {be._lane}")
+                log.append(f"dX in {be._lane}")
+                if fail:
+                    raise RuntimeError("boom")
+        except RuntimeError:
+            assert fail
+        assert log == ["record fork on main", "side waits fork", "enter side", "dW in side",
+                       "exit side", "dX in main", "record join on side", "main waits join"]
+    be.concurrent_backward = False
+    log.clear()
+    with be._beside() as side:
+        with side():
+            log.append(f"dW in {be._lane}")
+    assert log == ["dW in side"]
+
+
 # ====================================================================== tools/gpu_check.py logic
 def test_gpu_check_arguments():
     args = gpu_check.parse_args(["--out", "x"])
@@ -617,6 +716,29 @@ def test_cuda_fit_replays_whole_epochs_and_memory_stays_flat(gpu, rng, optimizer
     assert pool.used_bytes() == before
     assert m.optimizer.iterations == 320 * 33
     assert np.isfinite(m.history["loss"][-1]) and m.history["loss"][-1] < m.history["loss"][0]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("batch", [64, 1000])
+def test_cuda_concurrent_backward_is_bit_identical_to_one_stream(gpu, rng, batch):
+    """The weight gradients on a second stream (default) change when kernels run, not what
+    they compute: eager train_step and recorded fit epochs give the same bits as
+    ``concurrent_backward=False`` (split-K at batch 1000 included), and the epoch is still
+    one CUDA graph (the side stream joins the recording as a branch)."""
+    X = rng.random((4 * batch + 7, 784)).astype(np.float32)
+    y = rng.integers(0, 10, len(X))
+    weights = []
+    for concurrent in (True, False):
+        be = mlpaccel.get_backend("cuda", concurrent_backward=concurrent)
+        m = mlpaccel.MLP([784, 256, 256, 10], loss="cross_entropy", backend=be, random_state=0)
+        m.train_step(X[:batch], y[:batch], optimizer="sgd", learning_rate=0.05)
+        Xd, Td = m.device_data(X, y)
+        m.fit(Xd, Td, epochs=3, batch_size=batch, optimizer="sgd", learning_rate=0.05,
+              verbose=0, metrics=())
+        assert be.info()["graph"].startswith("captured"), be.info()["graph"]
+        weights.append([m.backend.to_numpy(m._params), np.array(m.history["loss"])])
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.cuda

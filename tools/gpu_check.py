@@ -14,6 +14,7 @@ timeout never stops the later steps):
   bench      python3 -m mlpaccel bench --full --backends cuda --out DIR/bench (+ the peers)
   mnist      tools/mnist_fast.py recipes: test accuracy and training wall time on the GPU
   profile    tools/step_profile.py: device time of each op of a training step (b64/1024/8192)
+  breakdown  tools/epoch_breakdown.py: fit(epochs=1) beyond the recorded epoch, phase by phase
   bandwidth  activation kernels vs the device-to-device copy bandwidth (target >= 85%)
   racecheck  compute-sanitizer --tool racecheck over tools/sanitize_run.py
   memcheck   compute-sanitizer --tool memcheck over the same run (every kernel once)
@@ -325,6 +326,16 @@ def step_profile(ctx: Context, limit: float) -> StepResult:
     return StepResult("profile", _status(rc), secs, {}, "; ".join(lines) or _last_line(tail))
 
 
+def step_breakdown(ctx: Context, limit: float) -> StepResult:
+    """tools/epoch_breakdown.py: fit's time beyond the recorded epoch, phase by phase, the
+    epoch on one stream vs two, and a cProfile of fit's host time."""
+    cmd = [ctx.python, str(ROOT / "tools" / "epoch_breakdown.py"), "--batches", "64", "1024",
+           "8192", "--json", str(ctx.out / "epoch_breakdown.json")]
+    rc, tail, secs = run_cmd(cmd, limit, ctx.logs / "breakdown.log", ctx.env)
+    lines = [ln[:200] for ln in tail.splitlines() if ln.startswith("batch ")]
+    return StepResult("breakdown", _status(rc), secs, {}, "; ".join(lines) or _last_line(tail))
+
+
 def step_head(ctx: Context, limit: float) -> StepResult:
     """tools/head_bench.py: the fused output layer vs the composed ops over batch and grid,
     and the shuffle gather (kernels/head.cu's MAX_FUSED_ROWS and grid rule come from this)."""
@@ -377,6 +388,8 @@ STEPS = [  # in priority order: a step cut by the overall budget loses the least
     Step("bench", 150, step_bench, "mlpaccel bench --full --backends cuda (+ peers)"),
     Step("mnist", 90, step_mnist, "tools/mnist_fast.py: MNIST accuracy and training time"),
     Step("profile", 45, step_profile, "tools/step_profile.py: device time per op of a step"),
+    Step("breakdown", 60, step_breakdown, "tools/epoch_breakdown.py: fit beyond the recorded "
+         "epoch, phase by phase; one stream vs two"),
     Step("bandwidth", 30, step_bandwidth, "activation kernels vs copy bandwidth"),
     Step("racecheck", 90, _sanitizer_step("racecheck"), "compute-sanitizer racecheck"),
     Step("memcheck", 120, _sanitizer_step("memcheck"), "compute-sanitizer memcheck"),

@@ -1,7 +1,9 @@
 """Where one training step's GPU time goes: every backend op of the 784-256-256-10 SGD step,
 each recorded ``--reps`` times into one graph (``backend.capture``) and replayed between CUDA
 events, so the numbers are device time per op (graph-node gaps included, no Python launch
-cost). The whole step is timed the same way; the parts should add up to it.
+cost). The whole step is timed the same way; the parts should add up to it. Where the backend
+runs weight gradients on a second stream (``concurrent_backward``), the backward ops and the
+whole step are timed once more on one stream (rows "..., one stream").
 
     PYTHONPATH=. python3 tools/step_profile.py --batches 64 1024 8192 --json out.json
     PYTHONPATH=. python3 tools/step_profile.py --backend cuda-emu --batches 8 --reps 2  # dry run
@@ -103,7 +105,16 @@ def profile(B, batch: int, reps: int, layers=(784, 256, 256, 10)) -> dict:
         grad_fn(x, t)
         B.sgd_update(m._params, m._grads, 0.01)
     ops["whole step (grad_fn + update)"] = step
-    return {name: replay_us(B, fn, reps) for name, fn in ops.items()}
+    res = {name: replay_us(B, fn, reps) for name, fn in ops.items()}
+    if getattr(B, "concurrent_backward", False):  # A/B: the weight gradients on one stream
+        B.concurrent_backward = False
+        try:
+            res["  bwd2, one stream"] = replay_us(B, ops["bwd2 (linear_backward)"], reps)
+            res["  bwd1, one stream"] = replay_us(B, ops["bwd1 (linear_backward, no dX)"], reps)
+            res["  whole step, one stream"] = replay_us(B, step, reps)
+        finally:
+            B.concurrent_backward = True
+    return res
 
 
 def replay_us(B, fn, reps: int) -> float:

@@ -210,7 +210,10 @@ class CudaBackend(Backend):
     ``fused_head`` (default True: a softmax-CE output layer of <= 32 classes runs forward and
     backward as one kernel, ``output_layer_grad``; False: the composed ops) and
     ``head_blocks`` (that kernel's grid; default: ``cuda_head.default_blocks``; the kernel
-    runs for batches <= ``cuda_head.MAX_FUSED_ROWS`` unless ``head_blocks`` is given)."""
+    runs for batches <= ``cuda_head.MAX_FUSED_ROWS`` unless ``head_blocks`` is given) and
+    ``concurrent_backward`` (default True: in ``linear_backward`` the weight gradient runs on
+    a second stream beside the input gradient's GEMM - two small, latency-bound launches at
+    once instead of one after the other; False: one stream, for comparison)."""
 
     name = "cuda"
     rung = ("SIMT: thousands of threads in lock-step warps; memory latency is hidden by "
@@ -220,8 +223,9 @@ class CudaBackend(Backend):
 
     def __init__(self, device: int = 0, gemm: str = "ours", precision: str = "fp32",
                  fused_mlp: bool = True, fused_head: bool = True,
-                 head_blocks: int | None = None) -> None:
+                 head_blocks: int | None = None, concurrent_backward: bool = True) -> None:
         self.fused_mlp = bool(fused_mlp)
+        self.concurrent_backward = bool(concurrent_backward)
         self.fused_head = bool(fused_head)
         self.head_blocks = None if head_blocks is None else max(1, int(head_blocks))
         if gemm not in _GEMMS:
@@ -236,6 +240,8 @@ class CudaBackend(Backend):
         self._retired: list = []  # replaced scratch buffers: a recorded graph may still use them
         self._capture_keep: list | None = None
         self._stream = None
+        self._side = None  # (stream, fork event, join event) of _beside, made on first use
+        self._lane = "main"  # "side" while work is issued to _beside's second stream
         self._graph_state = "not used yet"
         self.max_blocks = 8 * max(1, int(getattr(self.driver, "sm_count", 1) or 1))
 
@@ -272,7 +278,10 @@ class CudaBackend(Backend):
                              else "off"),
                "fused_head": ("on: a softmax-CE output layer (<= 32 classes, batches <= "
                               f"{_head().MAX_FUSED_ROWS} rows) runs forward and backward as "
-                              "one launch" if self.fused_head else "off")}
+                              "one launch" if self.fused_head else "off"),
+               "concurrent_backward": ("on: weight gradients run on a second stream beside "
+                                       "the input gradient" if self.concurrent_backward
+                                       else "off")}
         return out
 
     def synchronize(self) -> None:
@@ -292,9 +301,11 @@ class CudaBackend(Backend):
     def _scratch_buf(self, key: str, n: int, dtype, zero: bool = False):
         """A cached device buffer of >= n elements (loss partials, column-sum partials, the
         reduction ticket counter). Reused across calls so that a recorded step allocates
-        nothing; a grown buffer's predecessor is retired, never freed."""
+        nothing; a grown buffer's predecessor is retired, never freed. Each lane (the current
+        stream, ``_beside``'s second stream) has its own buffers: kernels running at the same
+        time never share one."""
         dt = np.dtype(dtype)
-        k = (key, dt)
+        k = (key, self._lane, dt)
         buf = self._scratch.get(k)
         if buf is None or buf.size < n:
             if buf is not None:
@@ -447,7 +458,8 @@ class CudaBackend(Backend):
         out = self._out(out, (m, n), a.dtype)
         return _gemm().matmul(self.driver, a, b, transpose_a=transpose_a,
                               transpose_b=transpose_b, out=out, precision=self._precision(a.dtype),
-                              split_k=self._split_k(), workspace=self._splitk_ws)
+                              split_k=self._split_k(), workspace=self._splitk_ws,
+                        tiles=self._tiles)
 
     def _precision(self, dtype) -> str:
         """The GEMM precision for arrays of ``dtype``: the tf32 option applies to float32
@@ -463,6 +475,48 @@ class CudaBackend(Backend):
         """Split-K partial sums: one scratch buffer for every GEMM. Launches on one stream run
         in order, so a GEMM's reduction has read the partials before the next GEMM writes."""
         return self._scratch_buf("splitk", n, dtype)
+
+    def _tiles(self, n: int):
+        """Split-K's per-tile tickets (zero between launches), one buffer per lane."""
+        return self._scratch_buf("tiles", max(int(n), 4096), np.uint32, zero=True)
+
+    @contextlib.contextmanager
+    def _beside(self):
+        """``with self._beside() as side:`` - work issued inside ``with side():`` runs on a
+        second stream, after everything issued before the block, at the same time as the work
+        issued outside ``side()`` in the block; leaving the block makes the current stream
+        wait for the side work (also inside a CUDA-graph recording, where the two streams
+        become two branches of the graph). The side lane has its own scratch buffers. On the
+        emulator, or with ``concurrent_backward=False``, everything runs in issue order."""
+        cupy = getattr(self.driver, "cupy", None)
+        if cupy is None or not self.concurrent_backward:
+            yield lambda: self._in_lane("side", None)
+            return
+        cuda = cupy.cuda
+        with self._device_ctx():
+            main = cuda.get_current_stream()
+            if self._side is None:
+                self._side = (cuda.Stream(non_blocking=True), cuda.Event(disable_timing=True),
+                              cuda.Event(disable_timing=True))
+            side, fork, join = self._side
+            side.wait_event(main.record(fork))
+            try:
+                yield lambda: self._in_lane("side", side)
+            finally:
+                main.wait_event(side.record(join))
+
+    @contextlib.contextmanager
+    def _in_lane(self, lane: str, stream):
+        prev = self._lane
+        self._lane = lane
+        try:
+            if stream is None:
+                yield
+            else:
+                with stream:
+                    yield
+        finally:
+            self._lane = prev
 
     # ------------------------------------------------------------------ elementwise
     def activation(self, name, z, out=None, **params):
@@ -749,10 +803,11 @@ class CudaBackend(Backend):
             a = self._out(out_a, shape, x.dtype)
             gemm.matmul(self.driver, x, W, out=a, bias=b, activation=name, z_out=z,
                         alpha=p.get("alpha", 0.01), precision=self._precision(x.dtype),
-                        split_k=self._split_k(), workspace=self._splitk_ws)
+                        split_k=self._split_k(), workspace=self._splitk_ws,
+                        tiles=self._tiles)
             return z, a
         gemm.matmul(self.driver, x, W, out=z, bias=b, precision=self._precision(x.dtype),
-                    split_k=self._split_k(), workspace=self._splitk_ws)
+                    split_k=self._split_k(), workspace=self._splitk_ws, tiles=self._tiles)
         if name == "linear":
             return z, z
         return z, self.activation(name, z, out=out_a, **p)
@@ -772,38 +827,59 @@ class CudaBackend(Backend):
     def linear_backward(self, x, W, z, a, grad_a, activation="linear", need_grad_x=True,
                         has_bias=True, out_grad_W=None, out_grad_b=None, below=None,
                         **params):
-        """As ``Backend.linear_backward``; with ``below`` the layer below's derivative runs in
-        the epilogue of the GEMM that makes grad_x (delta_below = (delta W^T) * f'(z_below)
-        in one launch, split-K included), for the activations gemm.cu has."""
-        if below is None or not need_grad_x or self.gemm == "cublas":
-            return super().linear_backward(x, W, z, a, grad_a, activation, need_grad_x,
-                                           has_bias, out_grad_W, out_grad_b, below, **params)
-        gemm = _gemm()
-        bname, bz, ba, bparams = _below(below)
-        if bname not in gemm.GRAD_AUX:
-            return super().linear_backward(x, W, z, a, grad_a, activation, need_grad_x,
-                                           has_bias, out_grad_W, out_grad_b, below, **params)
+        """As ``Backend.linear_backward``. grad_W = x^T delta runs on a second stream
+        (``_beside``) at the same time as the rest - grad_x = delta W^T when it is needed
+        (and grad_b with grad_W), else grad_b: two small, latency-bound launches at once. With
+        ``below`` the layer below's derivative runs in the epilogue of the GEMM that makes
+        grad_x (delta_below = (delta W^T) * f'(z_below) in one launch, split-K included), for
+        the activations gemm.cu has; others take one more elementwise launch."""
         name = _act.canonical(activation)
+        if below is not None:
+            bname, bz, ba, bparams = _below(below)
         delta = grad_a if name == "linear" else self.activation_grad(name, z, a, grad_a, **params)
-        grad_W = self.matmul(x, delta, transpose_a=True, out=out_grad_W)
-        grad_b = self.sum_rows(delta, out=out_grad_b) if has_bias else None
-        delta = self._dev_array(delta)
-        W = self._dev_array(W, delta.dtype)
-        if W.ndim != 2 or delta.ndim != 2 or delta.shape[1] != W.shape[1]:
-            raise ValueError(f"linear_backward: delta {delta.shape} and W {W.shape} do not "
-                             f"chain")
-        shape = (delta.shape[0], W.shape[0])
-        aux = self._dev_array(bz if gemm.GRAD_AUX[bname] == "z" else ba, delta.dtype)
-        if tuple(aux.shape) != shape:
-            raise ValueError(f"linear_backward: below's {gemm.GRAD_AUX[bname]} has shape "
-                             f"{tuple(aux.shape)}, expected {shape} (the layer's input)")
-        alpha = _act.resolve_params(bname, bparams).get("alpha", 0.01)
-        grad_x = gemm.matmul(self.driver, delta, W, transpose_b=True,
-                             out=self._out(None, shape, delta.dtype), grad_activation=bname,
-                             grad_aux=aux, alpha=alpha,
-                             precision=self._precision(delta.dtype), split_k=self._split_k(),
-                             workspace=self._splitk_ws)
-        return grad_x, grad_W, grad_b
+        # operands on the device and outputs allocated on the current stream before the fork:
+        # the side stream only launches kernels into memory the current stream owns
+        x = self._dev_array(x)
+        delta = self._dev_array(delta, x.dtype)
+        W = self._dev_array(W, x.dtype)
+        if x.ndim != 2 or delta.ndim != 2 or x.shape[0] != delta.shape[0]:
+            raise ValueError(f"linear_backward: x {tuple(x.shape)} and delta "
+                             f"{tuple(delta.shape)} must be 2-D with the same rows")
+        m, k, n = int(x.shape[0]), int(x.shape[1]), int(delta.shape[1])
+        if need_grad_x and (W.ndim != 2 or tuple(W.shape) != (k, n)):
+            raise ValueError(f"linear_backward: W has shape {tuple(W.shape)}, expected "
+                             f"{(k, n)} for x {(m, k)} and delta {(m, n)}")
+        gW = self._out(out_grad_W, (k, n), x.dtype)
+        gb = self._out(out_grad_b, (n,), x.dtype) if has_bias else None
+        aux = None
+        fused = need_grad_x and below is not None and self.gemm != "cublas"
+        gemm = _gemm()
+        if fused and bname in gemm.GRAD_AUX:
+            aux = self._dev_array(bz if gemm.GRAD_AUX[bname] == "z" else ba, x.dtype)
+            if tuple(aux.shape) != (m, k):
+                raise ValueError(f"linear_backward: below's {gemm.GRAD_AUX[bname]} has shape "
+                                 f"{tuple(aux.shape)}, expected {(m, k)} (the layer's input)")
+        grad_x = None
+        with self._beside() as side:
+            with side():
+                grad_W = self.matmul(x, delta, transpose_a=True, out=gW)
+                if need_grad_x and has_bias:
+                    self.sum_rows(delta, out=gb)
+            if not need_grad_x:
+                if has_bias:
+                    self.sum_rows(delta, out=gb)
+            elif aux is not None:
+                alpha = _act.resolve_params(bname, bparams).get("alpha", 0.01)
+                grad_x = self._out(None, (m, k), x.dtype)
+                gemm.matmul(self.driver, delta, W, transpose_b=True, out=grad_x,
+                            grad_activation=bname, grad_aux=aux, alpha=alpha,
+                            precision=self._precision(delta.dtype), split_k=self._split_k(),
+                            workspace=self._splitk_ws, tiles=self._tiles)
+            else:
+                grad_x = self.matmul(delta, W, transpose_b=True)
+                if below is not None and bname != "linear":
+                    grad_x = self.activation_grad(bname, bz, ba, grad_x, **bparams)
+        return grad_x, grad_W, gb
 
     def output_layer_grad(self, x, W, b, target, loss="softmax_cross_entropy",
                           activation="linear", need_grad_x=True, out_grad_W=None,

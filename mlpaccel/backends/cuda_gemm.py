@@ -294,7 +294,8 @@ def _epilogue(activation, grad_activation, bias, z_out, grad_aux) -> int:
 def matmul(driver, a, b, transpose_a: bool = False, transpose_b: bool = False, out=None,
            bias=None, activation: str | None = None, precision: str = "fp32",
            config: str | GemmConfig | None = None, *, z_out=None, grad_activation=None,
-           grad_aux=None, alpha: float = 0.01, split_k: int | None = None, workspace=None):
+           grad_aux=None, alpha: float = 0.01, split_k: int | None = None, workspace=None,
+           tiles=None):
     """C = epilogue(op(A) @ op(B)) on ``driver``; returns ``out`` (allocated when None).
 
     Shapes: op(A) (M, K), op(B) (K, N), C (M, N); op(X) = X^T when its flag is set (read in
@@ -308,6 +309,9 @@ def matmul(driver, a, b, transpose_a: bool = False, transpose_b: bool = False, o
     by default both come from the tuning table or the heuristic. Split-K needs a (split, M, N)
     workspace: ``workspace(n, dtype)`` returns a flat array of >= n elements (a buffer that
     outlives a recorded graph, e.g. the backend's scratch); without it one is allocated.
+    ``tiles(n)``: >= n zeroed uint32 tickets for split-K's per-tile count (each launch leaves
+    them at zero); default: one buffer per driver - GEMMs that may run at the same time (on
+    two streams) must each pass their own.
     """
     xp = driver.xp
     _check2d("a", a)
@@ -386,7 +390,8 @@ def matmul(driver, a, b, transpose_a: bool = False, transpose_b: bool = False, o
     args = (a, b, ws, bias if bias is not None else dummy,
             z_out if z_out is not None else dummy, grad_aux if grad_aux is not None else dummy,
             np.int32(M), np.int32(N), np.int32(K), np.int32(k_chunk), np.int32(0),
-            scalar(alpha), out, _tile_counters(driver, grid[0] * grid[1]), np.int32(epi))
+            scalar(alpha), out,
+            (tiles or (lambda n: _tile_counters(driver, n)))(grid[0] * grid[1]), np.int32(epi))
     driver.launch(mod, kernel, grid, (cfg.threads, 1, 1), args, smem)
     return out
 
