@@ -79,16 +79,17 @@ def torch_rows(batches=(64, 256, 1024, 8192), machine: str = "m0",
                 continue
             what = ("PyTorch CUDA graph" if graph else "PyTorch eager") + \
                 ("" if gpu else " (CPU)") + f" ({'SGD' if optimizer == 'sgd' else 'Adam'})"
-            steps = samples // batch
-            case = bench.Case("train_peer", "training", (batch,),
-                              steps * bench.mlp_step_flops(batch, layers), 0.0, lambda B: None,
+            steps = -(-samples // batch)  # the short last batch included, as MLP.fit
+            flops = (samples // batch) * bench.mlp_step_flops(batch, layers) + \
+                (bench.mlp_step_flops(samples % batch, layers) if samples % batch else 0.0)
+            case = bench.Case("train_peer", "training", (batch,), flops, 0.0, lambda B: None,
                               extra={"what": what, "optimizer": optimizer, "graph": graph,
-                                     "steps_per_epoch": steps,
+                                     "steps_per_epoch": steps, "samples": samples,
                                      "threads": torch.get_num_threads()})
             row = bench._row(machine, "torch", case, "ok")
             row.update(median_s=best / steps, min_s=best / steps, rounds=epochs, inner=steps)
             row["gflops"] = case.flops / best / 1e9
-            row["extra"].update(epoch_s=best, samples_per_s=steps * batch / best)
+            row["extra"].update(epoch_s=best, samples_per_s=samples / best)
             rows.append(row)
     return rows
 
@@ -106,7 +107,7 @@ def _torch_epoch(torch, x, y, layers, batch, graph, epochs, optimizer="sgd") -> 
     else:
         opt = torch.optim.SGD(model.parameters(), lr=0.01)
     loss_fn = nn.CrossEntropyLoss()
-    n = x.shape[0] // batch * batch
+    N = x.shape[0]  # every sample, the short last batch included, as MLP.fit trains
     sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
 
     def step(xb, yb):
@@ -116,20 +117,25 @@ def _torch_epoch(torch, x, y, layers, batch, graph, epochs, optimizer="sgd") -> 
         opt.step()
         return loss
 
-    if graph:  # the PyTorch docs' whole-network capture: static buffers, warm-up on a side stream
-        sx, sy = x[:batch].clone(), y[:batch].clone()
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                step(sx, sy)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
+    if graph:  # the PyTorch docs' whole-network capture: static buffers, warm-up on a side
+        # stream; one graph per batch size (the full batches and the short last one)
         opt.zero_grad(set_to_none=False)
-        with torch.cuda.graph(g):
-            step(sx, sy)
+        graphs = {}
+        for size in sorted({batch, N % batch} - {0}, reverse=True):
+            sx, sy = x[:size].clone(), y[:size].clone()
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(3):
+                    step(sx, sy)
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                step(sx, sy)
+            graphs[size] = (g, sx, sy)
 
         def run(xb, yb):
+            g, sx, sy = graphs[xb.shape[0]]
             sx.copy_(xb)
             sy.copy_(yb)
             g.replay()
@@ -137,10 +143,10 @@ def _torch_epoch(torch, x, y, layers, batch, graph, epochs, optimizer="sgd") -> 
         run = step
     best = float("inf")
     for _ in range(epochs):
-        perm = torch.randperm(x.shape[0], device=x.device)[:n]
+        perm = torch.randperm(N, device=x.device)
         sync()
         t0 = time.perf_counter()
-        for i in range(0, n, batch):
+        for i in range(0, N, batch):
             idx = perm[i:i + batch]
             run(x[idx], y[idx])
         sync()

@@ -170,3 +170,27 @@ def test_cublas_peer_rows_time_square_and_mlp_shapes(monkeypatch):
     # the A^T B case: A stored (K, M) = (1024, 784) and read transposed
     tn = [p for p in products if p[2].shape == (784, 256)]
     assert tn and tn[0][0] == (784, 1024) and tn[0][1] == (1024, 256)
+
+
+def test_torch_peer_epoch_trains_every_sample_as_fit_does(monkeypatch):
+    """The PyTorch peer's epoch covers all samples, the short last batch included (MLP.fit's
+    epoch does), so the epoch ratios compare the same work; its row says so."""
+    torch = pytest.importorskip("torch")
+    from mlpaccel import peers
+
+    sizes = []
+    real = torch.nn.CrossEntropyLoss
+
+    class Counting(real):
+        def forward(self, z, y):
+            sizes.append(int(z.shape[0]))
+            return super().forward(z, y)
+
+    monkeypatch.setattr(torch.nn, "CrossEntropyLoss", Counting)
+    x, y = torch.rand(1000, 784), torch.randint(0, 10, (1000,))
+    peers._torch_epoch(torch, x, y, (784, 16, 10), 256, False, 1)
+    assert sizes == [256, 256, 256, 232]
+    rows = peers.torch_rows(batches=(256,), samples=1000, epochs=1, adam_batches=(),
+                            layers=(784, 16, 10))
+    assert rows and rows[0]["extra"]["steps_per_epoch"] == 4
+    assert rows[0]["extra"]["samples"] == 1000
