@@ -138,6 +138,28 @@ def test_every_grid_size_agrees_and_each_is_deterministic(emu):
 
 
 @pytest.mark.emu
+def test_the_last_blocks_sum_covers_more_partials_than_one_pass(checked_emu):
+    """S = K C + C + 1 + K partial values per block; the last block's threads sum HEAD_RB = 16
+    of them each per pass (4,096 per pass): K = 160, C = 30 gives S = 4,991, two passes, the
+    second one partial (lanes past S re-read element S-1 and drop it). Checked emulator:
+    forward/reverse orders and guard pages around the partials."""
+    from mlpaccel.backends.cuda import CudaEmuBackend
+
+    class Checked(type(checked_emu)):
+        pass
+
+    x, W, b, t, zb = _problem(40, 160, 30)
+    want = _reference(x, W, b, t, "relu", zb)
+    for g in (2, 5):
+        B = Checked(head_blocks=g)
+        assert isinstance(B, CudaEmuBackend)
+        got = _run(B, x, W, b, t, zb)
+        for u, v in zip(got, want):
+            assert _rel(u, v) <= 2e-6, g
+        np.testing.assert_array_equal(got[2], _run(B, x, W, b, t, zb)[2])
+
+
+@pytest.mark.emu
 def test_race_free_and_in_bounds_under_the_checked_emulator(checked_emu):
     """Forward and reverse thread orders give the same outputs (a missing barrier between the
     phases would not) and guard pages catch out-of-bounds reads/writes: 3 blocks over 5 chunks

@@ -27,7 +27,7 @@ from mlpaccel.backends.base import Backend  # noqa: E402
 
 
 def head_row(name: str, m: int, reps: int, K=256, C=10,
-             grids=(1, 2, 4, 8, 16, 32, 64, 128)) -> dict:
+             grids=(1, 2, 4, 8, 16, 32, 64, 128, 256)) -> dict:
     """{variant: µs} for the MNIST output layer (K=256 -> C=10, relu below) at batch m."""
     rng = np.random.default_rng(m)
     B = mlpaccel.get_backend(name)

@@ -30,7 +30,9 @@ MAX_SMEM = 160 * 1024
 #: (kernels/NOTES.md), so the kernel wins only while the chunks are few.
 MAX_FUSED_ROWS = 512
 #: per-chunk time / per-block cost of the final sum, both fitted to the H200 grid sweep at
-#: b1024 (7.5 µs per chunk, 0.33 µs per block of S = 2827 partial values)
+#: b1024 (7.5 µs per chunk, 0.33 µs per block of S = 2827 partial values). Both loops have
+#: issued their loads together since (not yet measured): the next ``head_bench --save``
+#: stores measured grids, which ``tuned_blocks`` prefers to this rule.
 _CHUNK_OVER_BLOCK = 7.5 / 0.33
 
 
