@@ -830,14 +830,27 @@ __device__ __forceinline__ void gemm_splitk_finish(const T* W, T* Cout, unsigned
     if (!gemm_last_slice) return;  // uniform per block
     __threadfence();
     const long long total = (long long)M * N;
-    const volatile T* vw = W;
     const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN;
+    // Each output sums its slices in slice order (the bits do not depend on which slice
+    // finished last), ZB slices' loads in flight together: one L2 round trip per ZB slices,
+    // where a volatile load per slice waited its turn. Past the last slice a lane re-reads
+    // it and adds +0 (the sum starts at +0, so it is never -0: s + 0 == s, bit for bit).
+    // __ldcg reads at L2, where the other slices' fenced stores are.
+    constexpr int ZB = 8;
+    const int nz = (int)gridDim.z;
     for (int e = threadIdx.x; e < BM * BN; e += blockDim.x) {
         const int m = bm0 + e / BN, n = bn0 + e % BN;
         if (m >= M || n >= N) continue;
-        const long long idx = (long long)m * N + n;
+        const T* w = W + ((long long)m * N + n);
         T s = T(0);
-        for (unsigned z = 0; z < gridDim.z; ++z) s += vw[z * total + idx];
+        for (int z0 = 0; z0 < nz; z0 += ZB) {
+            T v[ZB];
+#pragma unroll
+            for (int j = 0; j < ZB; ++j)
+                v[j] = __ldcg(w + (z0 + j < nz ? z0 + j : nz - 1) * total);
+#pragma unroll
+            for (int j = 0; j < ZB; ++j) s += z0 + j < nz ? v[j] : T(0);
+        }
         gemm_store(Cout, bias, Z, aux, N, m, n, s, epi, p);
     }
     if (threadIdx.x == 0) tiles[tile] = 0u;  // ready for the next launch

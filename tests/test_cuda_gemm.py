@@ -356,13 +356,15 @@ def test_split_k_and_default_choice_cuda(gpu, rng):
 @pytest.mark.emu
 @pytest.mark.emu
 @pytest.mark.parametrize("cfg", ["64x64x16", "32x64x16", "tc64x64x16"])
-def test_split_k_finishes_inside_the_gemm_launch_emu(emu, rng, monkeypatch, cfg):
+@pytest.mark.parametrize("split", [4, 11, 16])
+def test_split_k_finishes_inside_the_gemm_launch_emu(emu, rng, monkeypatch, cfg, split):
     """One launch per split GEMM: the last slice of each output tile adds the tile's partials
     in slice order and applies the epilogue - bit-identical to that sum done in float32 by
-    NumPy on the same partials (the separate reduce pass it replaced did the same) - and
+    NumPy on the same partials (the separate reduce pass it replaced did the same; 11 and 16
+    slices take the finish's 8-slice batches twice, the last one padded with +0) - and
     leaves every tile ticket at zero for the next launch."""
     xp = emu.xp
-    M, N, K, split = 70, 90, 512, 4
+    M, N, K = 70, 90, 512
     a, b = _operands(rng, M, N, K, "nn", np.float32)
     bias = rng.standard_normal(N).astype(np.float32)
     ws = xp.full(split * M * N, np.nan, dtype=np.float32)
@@ -448,3 +450,22 @@ def test_autotune_timer_replays_a_recorded_graph_of_inner_calls():
     t = cg._timer(driver, lambda: calls.append("fn"), warmup=2, repeats=3, inner=10)
     assert calls.count("fn") == 2 + 10 and calls.count("replay") == 3
     assert t == pytest.approx(100.0 / 1e3 / 10)
+
+
+@pytest.mark.emu
+def test_split_k_finish_is_race_free_and_in_bounds_emu(rng):
+    """The split-K finish under the checked emulator: forward and reverse thread orders (the
+    last slice's sum must not depend on them) and guard pages around the workspace (the
+    batched loads past the last slice re-read it, never beyond)."""
+    from mlpaccel.backends.cuda_emu import EmuDriver
+
+    try:
+        drv = EmuDriver(schedules=("forward", "reverse"), check_bounds=True)
+    except Exception as exc:  # noqa: BLE001 - no g++ etc.
+        pytest.skip(f"cuda-emu unavailable: {exc}")
+    M, N, K, split = 37, 70, 160, 3
+    a, b = _operands(rng, M, N, K, "tn", np.float32)
+    bias = rng.standard_normal(N).astype(np.float32)
+    got = _run(drv, a, b, "tn", config="32x64x16", split_k=split, bias=drv.xp.asarray(bias),
+               activation="relu")
+    assert _relerr(got, np.maximum(_ref(a, b, "tn") + bias, 0)) < 1e-5
