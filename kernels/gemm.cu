@@ -1012,9 +1012,9 @@ GEMM_SIMT_RING(256x128x8s3, 256, 128, 8, 64, 64, 16, 8, 3)  // 256 = 4x2 warps, 
 // small tiles with a 4-deep ring (unmeasured): the batch-64 layers' GEMMs run a long K loop on
 // a handful of blocks, each k-tile waiting out a global-memory latency with the register
 // double buffer; here 3 k-tiles are in flight while one is multiplied
-#if GEMM_WANT(17)
+#if GEMM_WANT(19)
 GEMM_SIMT_ASYNC(32x64x16s4, 32, 64, 16, 16, 32, 4, 4, 4, 4, 0, 4)    // 128, 4x4, 26 KB
 #endif
-#if GEMM_WANT(18)
+#if GEMM_WANT(20)
 GEMM_SIMT_ASYNC(64x64x16s4, 64, 64, 16, 32, 32, 8, 4, 4, 4, 0, 4)    // 128, 8x4, 34 KB
 #endif
