@@ -43,23 +43,9 @@ struct alignas(16) gemm_v4f { float x, y, z, w; };
 typedef float4 gemm_v4f;
 #endif
 
-// ---------------------------------------------------------------- epilogue math
-// The activation f and its derivative f' by code: mlp::act_by_code / mlp::dact_by_code
-// (common.cuh, shared with head.cu).
-
-// Applies the epilogue to one output element (m, n) with accumulator v and stores it.
-template <typename T>
-__device__ __forceinline__ void gemm_store(T* C, const T* bias, T* Z, const T* aux, int N,
-                                           int m, int n, T v, int epi, T p) {
-    const long long idx = (long long)m * N + n;
-    if (epi & 1) v += bias[n];
-    if (epi & 16) Z[idx] = v;
-    const int act = (epi >> 1) & 7;
-    if (act) v = mlp::act_by_code(v, act, p);
-    const int dact = (epi >> 5) & 7;
-    if (dact) v *= mlp::dact_by_code(aux[idx], dact, p);
-    C[idx] = v;
-}
+// ---------------------------------------------------------------- epilogue
+// gemm_store (one output element through the epilogue) and gemm_splitk_finish: common.cuh,
+// shared with gemm_wgmma.cu; f and f' by code: mlp::act_by_code / mlp::dact_by_code.
 
 // ---------------------------------------------------------------- global tile loader
 // Loads an R x CC tile (rows [r0, rmax), cols [c0, cmax)) of a row-major matrix with leading
@@ -810,51 +796,7 @@ __device__ __forceinline__ void gemm_simt_ring(const float* __restrict__ A,
                                              wn0, tr, tc, epi, p);
 }
 
-// ---------------------------------------------------------------- in-kernel split-K finish
-// Called by every thread of a split-K block after its partial tile is stored (W = the
-// (splits, M, N) workspace). The last of the gridDim.z slices of an output tile to arrive sums
-// the tile's partials in slice order and applies the epilogue (it was a separate reduce
-// kernel until session 5; threadfence-reduction pattern, as grid_sum_finish).
-template <typename T, int BM, int BN>
-__device__ __forceinline__ void gemm_splitk_finish(const T* W, T* Cout, unsigned* tiles,
-                                                   const T* bias, T* Z, const T* aux, int M,
-                                                   int N, int epi, T p) {
-    if (gridDim.z == 1) return;
-    __shared__ int gemm_last_slice;
-    __threadfence();  // this thread's partials are visible before the tile's ticket is taken
-    __syncthreads();
-    const unsigned tile = blockIdx.y * gridDim.x + blockIdx.x;
-    if (threadIdx.x == 0)
-        gemm_last_slice = atomicAdd(tiles + tile, 1u) == gridDim.z - 1;
-    __syncthreads();
-    if (!gemm_last_slice) return;  // uniform per block
-    __threadfence();
-    const long long total = (long long)M * N;
-    const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN;
-    // Each output sums its slices in slice order (the bits do not depend on which slice
-    // finished last), ZB slices' loads in flight together: one L2 round trip per ZB slices,
-    // where a volatile load per slice waited its turn. Past the last slice a lane re-reads
-    // it and adds +0 (the sum starts at +0, so it is never -0: s + 0 == s, bit for bit).
-    // __ldcg reads at L2, where the other slices' fenced stores are.
-    constexpr int ZB = 8;
-    const int nz = (int)gridDim.z;
-    for (int e = threadIdx.x; e < BM * BN; e += blockDim.x) {
-        const int m = bm0 + e / BN, n = bn0 + e % BN;
-        if (m >= M || n >= N) continue;
-        const T* w = W + ((long long)m * N + n);
-        T s = T(0);
-        for (int z0 = 0; z0 < nz; z0 += ZB) {
-            T v[ZB];
-#pragma unroll
-            for (int j = 0; j < ZB; ++j)
-                v[j] = __ldcg(w + (z0 + j < nz ? z0 + j : nz - 1) * total);
-#pragma unroll
-            for (int j = 0; j < ZB; ++j) s += z0 + j < nz ? v[j] : T(0);
-        }
-        gemm_store(Cout, bias, Z, aux, N, m, n, s, epi, p);
-    }
-    if (threadIdx.x == 0) tiles[tile] = 0u;  // ready for the next launch
-}
+// gemm_splitk_finish (the in-kernel split-K finish): common.cuh, shared with gemm_wgmma.cu.
 
 // ---------------------------------------------------------------- entry points
 #define GEMM_PARAMS(T)                                                                       \

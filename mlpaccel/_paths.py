@@ -8,12 +8,17 @@ from pathlib import Path
 
 
 def kernel_dir() -> Path:
-    """Directory holding kernels/*.cu: the installed package ``mlpaccel.kernels``, else the
-    ``kernels/`` folder beside the ``mlpaccel/`` source folder (a plain checkout on PYTHONPATH)."""
+    """Directory holding kernels/*.cu: the ``kernels/`` folder beside the imported
+    ``mlpaccel/`` source folder when there is one (a source checkout, e.g. on PYTHONPATH:
+    its own kernels, even when another checkout is installed in editable mode and owns the
+    name ``mlpaccel.kernels``), else the installed package ``mlpaccel.kernels``."""
+    beside = Path(__file__).resolve().parent.parent / "kernels"
+    if (beside / "common.cuh").is_file():
+        return beside
     spec = importlib.util.find_spec("mlpaccel.kernels")
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parent.parent / "kernels"
+    return beside
 
 
 def cache_dir() -> Path:

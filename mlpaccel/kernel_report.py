@@ -1,6 +1,7 @@
 """Static resource report of kernels/*.cu from nvcc/ptxas (no GPU needed).
 
-For each ``.cu`` file, ``nvcc -arch=sm_90 -cubin -Xptxas -v --std=c++17 -I kernels`` reports,
+For each ``.cu`` file, ``nvcc -arch=sm_90 -cubin -Xptxas -v --std=c++17 -I kernels`` reports
+(``-arch=sm_90a`` for a source marked ``// mlpaccel-arch: sm_90a``, see ``source_arch``),
 per entry point: registers per thread, spill stores/loads, stack frame and static shared
 memory; the kept PTX gives ``.maxntid`` (from ``__launch_bounds__``), the block size used for
 the theoretical occupancy (else 256 threads are assumed). Results are cached by a hash of the
@@ -36,7 +37,7 @@ SMEM_STATIC_LIMIT = 48 * 1024
 SM90 = {"regs": 65536, "reg_unit": 256, "warps": 64, "blocks": 32, "smem": 233472,
         "smem_reserved": 1024, "smem_unit": 128}
 
-_ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\d+)'")
+_ENTRY = re.compile(r"Compiling entry function '([^']+)' for '(sm_\w+)'")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 _USED = re.compile(r"Used (\d+) registers(?:, used (\d+) barriers)?(?:, (\d+) bytes smem)?")
 _MAXNTID = re.compile(r"\.entry\s+(\w+)\s*\((?:[^)]*)\)\s*((?:\.\w+[^\n{]*\n\s*)*)\{", re.S)
@@ -153,9 +154,25 @@ def prefetch(sources: list[Path], include: Path | None = None) -> threading.Thre
     return t
 
 
+_ARCH_MARK = re.compile(r"mlpaccel-arch:\s*(sm_\w+)")
+
+
+def source_arch(src: Path) -> str:
+    """The target a source is built for: "sm_90" unless its first lines say otherwise with a
+    ``// mlpaccel-arch: sm_90a`` marker (gemm_wgmma.cu: wgmma exists only on sm_90a)."""
+    try:
+        head = Path(src).read_text(errors="replace")[:2000]
+    except OSError:
+        return "sm_90"
+    m = _ARCH_MARK.search(head)
+    return m.group(1) if m else "sm_90"
+
+
 def _compile_report(src: Path, nvcc: str, include: Path | None = None) -> dict:
     include = include or kernel_dir()
-    flags = [*NVCC_FLAGS, f"-I{include}"]
+    arch = source_arch(src)
+    flags = [f"-arch={arch}" if f == "-arch=sm_90" else f for f in NVCC_FLAGS]
+    flags.append(f"-I{include}")
     h = hashlib.sha256(("\0".join(flags) + _version(nvcc)).encode())
     h.update(src.read_bytes())
     for p in sorted(include.glob("*.cuh")) + sorted(src.parent.glob("*.cuh")):

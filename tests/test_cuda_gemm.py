@@ -81,8 +81,14 @@ def _run(driver, a, b, form, **kw):
 
 
 def _shapes(cfg, big=False):
-    """Edge shapes for one config: 1s, primes, tile+1 and non-multiples of 4 (scalar loads)."""
+    """Edge shapes for one config: 1s, primes, tile+1 and non-multiples of 4 (scalar loads).
+    16-byte-only configs (wgmma): N and K multiples of 4, M anything."""
     bm, bn, bk = cfg.bm, cfg.bn, cfg.bk
+    if cfg.vec_only:
+        kt = 2 * cfg.stages + 1
+        if big:
+            return [(1, 4, 4), (257, 508, 132), (bm * 3 + 1, bn * 2 + 4, 1000), (1024, 768, 512)]
+        return [(1, 4, 4), (7, 12, 8), (bm + 1, bn + 4, 2 * bk + 4), (bm - 3, bn - 4, kt * bk + 4)]
     if big:
         return [(1, 1, 1), (257, 509, 131), (bm * 3 + 1, bn * 2 + 3, 1000), (1024, 768, 512)]
     # 16-byte path: enough k-tiles that a cp.async ring of `stages` wraps around twice
@@ -93,7 +99,7 @@ def _shapes(cfg, big=False):
 def _check_config(driver, rng, cfg, forms, big=False):
     dtype = np.float64 if cfg.precision == "fp64" else np.float32
     for M, N, K in _shapes(cfg, big):
-        for form in forms:
+        for form in [f for f in forms if f in cfg.forms]:
             a, b = _operands(rng, M, N, K, form, dtype)
             got = _run(driver, a, b, form, precision=cfg.precision, config=cfg.name)
             assert np.isfinite(got).all(), f"{cfg.name} {form} {M}x{N}x{K}: unwritten/NaN"
@@ -337,6 +343,9 @@ def test_async_fp32_epilogue_and_split_k_emu(emu, rng, monkeypatch, cfg):
 @pytest.mark.cuda
 @pytest.mark.parametrize("cfg", cg.configs(), ids=lambda c: c.name)
 def test_every_config_and_form_cuda(gpu, rng, cfg):
+    why = cg.skip_reason(cfg, "nn", 64, 64, 64, gpu)
+    if why:
+        pytest.skip(why)
     _check_config(gpu, rng, cfg, FORMS, big=True)
 
 
@@ -469,3 +478,129 @@ def test_split_k_finish_is_race_free_and_in_bounds_emu(rng):
     got = _run(drv, a, b, "tn", config="32x64x16", split_k=split, bias=drv.xp.asarray(bias),
                activation="relu")
     assert _relerr(got, np.maximum(_ref(a, b, "tn") + bias, 0)) < 1e-5
+
+
+# ---------------------------------------------------------------- wgmma (sm_90a, v4)
+WGMMA = [c for c in cg.configs("tf32") if c.module == "gemm_wgmma"]
+
+
+def test_wgmma_configs_are_autotuner_only():
+    """Unmeasured: never the untuned choice, only the autotuner's (as 256x128x8s3)."""
+    assert len(WGMMA) == 2
+    for c in WGMMA:
+        assert c.arch == "sm_90a" and c.vec_only and c.forms == ("nn", "nt")
+        assert c.name not in cg._HEURISTIC["tf32"]
+    for M, N, K in [(4096, 4096, 4096), (8192, 8192, 8192), (2048, 2048, 2048),
+                    (784, 256, 8192), (64, 256, 784), (8192, 256, 784)]:
+        assert cg.heuristic(M, N, K, "tf32")[0].module == "gemm", (M, N, K)
+    names = {c.name for c, _ in cg.candidates(4096, 4096, 4096, "tf32", "nn")}
+    assert {c.name for c in WGMMA} <= names
+
+
+def test_wgmma_refuses_what_it_cannot_run():
+    class _Gpu:  # a non-Hopper GPU driver that must never be reached
+        xp, name = np, "cupy"
+
+        def info(self):
+            return {"device": "Some GPU", "compute_capability": "8.0"}
+
+        def launch(self, *a, **k):  # pragma: no cover - reaching it is the failure
+            raise AssertionError("launched")
+
+    cfg = WGMMA[0]
+    a, b = np.zeros((8, 8), np.float32), np.zeros((8, 8), np.float32)
+    with pytest.raises(ValueError, match="nn/nt only"):
+        cg.matmul(_Gpu(), a, b, transpose_a=True, precision="tf32", config=cfg)
+    with pytest.raises(ValueError, match="16-byte"):
+        cg.matmul(_Gpu(), a[:, :5].copy(), b[:5], precision="tf32", config=cfg)
+    with pytest.raises(ValueError, match="sm_90a"):
+        cg.matmul(_Gpu(), a, b, precision="tf32", config=cfg)
+    skipped: list = []
+    names = {c.name for c, _ in cg.candidates(64, 64, 64, "tf32", "tn", skipped=skipped)}
+    assert not names & {c.name for c in WGMMA}
+    assert {s["config"] for s in skipped} == {c.name for c in WGMMA}
+    assert all("nn/nt only" in s["skipped"] for s in skipped)
+    skipped.clear()
+    cg.candidates(64, 64, 64, "tf32", "nn", driver=_Gpu(), skipped=skipped)
+    assert {s["config"] for s in skipped} == {c.name for c in WGMMA}
+    assert all("compute capability 8.0" in s["skipped"] for s in skipped)
+
+
+def test_wgmma_table_entry_falls_back_when_the_call_cannot_use_it(tmp_path, monkeypatch, emu,
+                                                                   rng):
+    """A tuned wgmma entry of a shape bucket does not break a call of that bucket that wgmma
+    cannot run (an operand not 16-byte aligned): the heuristic's config runs it instead."""
+    monkeypatch.setattr(cg, "TUNING_DIR", tmp_path / "pkg")
+    monkeypatch.setenv("MLPACCEL_CACHE", str(tmp_path / "cache"))
+    cg._tables.clear()
+    cg.save_table(emu, {cg.table_key("tf32", "nn", 60, 60, 60): {"config": WGMMA[0].name,
+                                                                  "split_k": 1}})
+    assert cg.select(emu, 60, 60, 60, "nn", "tf32")[0] == WGMMA[0]
+    a, b = _operands(rng, 60, 61, 60, "nn", np.float32)  # N = 61: no 16-byte path
+    assert _relerr(_run(emu, a, b, "nn", precision="tf32"), _ref(a, b, "nn")) < TOL["tf32"]
+    cg._tables.clear()
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize("cfg", WGMMA, ids=lambda c: c.name)
+def test_wgmma_epilogues_and_split_k_emu(emu, rng, monkeypatch, cfg):
+    """nn and nt through gemm_wgmma's entry points (checked: the `_v_` kernel ran with the
+    config's dynamic shared memory): fused forward epilogue (bias, z, gelu), split-K with its
+    in-kernel finish (k_chunk a multiple of 16, not of BK = 32: a partial last k-tile per
+    slice), backward epilogue."""
+    xp = emu.xp
+    M, N, K = cfg.bm + 5, cfg.bn - 4, (2 * cfg.stages + 2) * cfg.bk + 20
+    launched = []
+    real = emu.launch
+
+    def spy(mod, kernel, grid, block, args, shared_mem=0):
+        launched.append((kernel, shared_mem))
+        return real(mod, kernel, grid, block, args, shared_mem)
+
+    monkeypatch.setattr(emu, "launch", spy)
+    for form in cfg.forms:
+        smem = cfg.dynamic_smem(False, form[1] == "t", True)
+        assert 0 < smem <= 227 * 1024
+        a, b = _operands(rng, M, N, K, form, np.float32)
+        bias = rng.standard_normal(N).astype(np.float32)
+        zref = _ref(a, b, form) + bias
+        z_out = xp.full((M, N), np.nan, dtype=np.float32)
+        got = _run(emu, a, b, form, precision="tf32", config=cfg.name, bias=bias,
+                   activation="gelu", z_out=z_out)
+        assert _relerr(z_out, zref) < TOL["tf32"], form
+        assert _relerr(got, _act_ref("gelu", zref)) < TOL["tf32"], form
+        got = _run(emu, a, b, form, precision="tf32", config=cfg.name, bias=bias,
+                   activation="relu", split_k=3)
+        assert _relerr(got, np.maximum(zref, 0)) < TOL["tf32"], f"split-K {form}"
+        aux = rng.standard_normal((M, N)).astype(np.float32)
+        got = _run(emu, a, b, form, precision="tf32", config=cfg.name,
+                   grad_activation="relu", grad_aux=aux)
+        want = _ref(a, b, form) * (aux > 0)
+        assert _relerr(got, want) < TOL["tf32"], f"backward {form}"
+        assert launched == [(f"gemm_{cfg.name}_{form}_v_f32", smem)] * 3, launched
+        launched.clear()
+
+
+@pytest.mark.emu
+def test_wgmma_under_the_checked_emulator(rng):
+    """Both thread schedules (a missing barrier would make them differ) and guard pages
+    around every array, on a small nn and nt case of each wgmma config."""
+    from mlpaccel.backends.cuda_emu import EmuDriver
+
+    d = EmuDriver(schedules=("forward", "reverse"), check_bounds=True)
+    for cfg in WGMMA:
+        for form in cfg.forms:
+            a, b = _operands(rng, 37, 20, 100, form, np.float32)
+            got = _run(d, a, b, form, precision="tf32", config=cfg.name, split_k=2)
+            assert _relerr(got, _ref(a, b, form)) < TOL["tf32"], (cfg.name, form)
+
+
+@pytest.mark.emu
+def test_autotune_tries_wgmma_on_nn_and_skips_it_on_tn_emu(emu, tmp_path):
+    skipped: list = []
+    rows = cg.tune_shape(emu, 40, 36, 64, "nn", "tf32", warmup=0, repeats=1, skipped=skipped)
+    assert {c.name for c in WGMMA} <= {r["config"] for r in rows} and not skipped
+    table = cg.autotune(emu, [(40, 36, 64, "tn")], "tf32", warmup=0, repeats=1,
+                        path=tmp_path / "t.json")
+    (entry,) = table.values()
+    assert {s["config"] for s in entry["skipped"]} == {c.name for c in WGMMA}

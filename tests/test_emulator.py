@@ -450,3 +450,70 @@ def test_positive_is_exact_under_flush_to_zero(drv):
                [z, plain, bits, i32(z.size)])
     np.testing.assert_array_equal(bits, [1, 1, 0, 1, 0, 0, 1, 0, 1, 0, 0])  # == (z > 0) exactly
     np.testing.assert_array_equal(plain[:2], [0, 0])  # the flush this guards against
+
+
+# ---------------------------------------------------------------- wgmma (warpgroup collective)
+WGMMA_PROBE = str(HERE / "wgmma_probe.cu")
+
+
+def _tf32_trunc(x: np.ndarray) -> np.ndarray:
+    """tf32 operand as the tensor core reads an fp32 bit pattern: the low 13 bits ignored."""
+    return (np.asarray(x, f32).view(np.uint32) & np.uint32(0xFFFFE000)).view(f32)
+
+
+def _canonical_kmajor_image(b: np.ndarray, start: int, lbo: int, sbo: int, nbytes: int):
+    """Shared-memory bytes holding B (8 x N) at byte offset ``start`` in the PTX ISA's
+    canonical K-major no-swizzle layout ((8,m),(T,2k)):((1T,SBO),(1,LBO)), T = 4 tf32: element
+    (k, n) at start + (n/8)*SBO + (n%8)*16 + (k/4)*LBO + (k%4)*4. Every other byte is NaN, so
+    a read from the wrong place shows in the result."""
+    img = np.full(nbytes // 4, np.nan, f32)
+    for n in range(b.shape[1]):
+        for k in range(8):
+            off = start + (n // 8) * sbo + (n % 8) * 16 + (k // 4) * lbo + (k % 4) * 4
+            img[off // 4] = b[k, n]
+    return img
+
+
+@pytest.mark.parametrize("n,start,lbo,sbo", [(128, 48, 144 * 16 + 64, 144),  # LBO > SBO
+                                             (256, 0, 128, 256),            # pairs of cores
+                                             (128, 1040, 272, 544)])
+@pytest.mark.parametrize("scale_d", [0, 1])
+def test_wgmma_descriptor_and_fragments_follow_the_ptx_definition(drv, rng, n, start, lbo, sbo,
+                                                                  scale_d):
+    """One emulated wgmma.mma_async m64nNk8 .tf32 (RS) on a hand-built descriptor (built bit by
+    bit in the probe kernel, not by common.cuh's wgmma_desc) over a B laid out here from the
+    PTX canonical-layout formula: D = A * B (+ D when scale-d), fragments placed by the PTX
+    A / D layouts, inputs read as tf32 (low 13 bits ignored)."""
+    mod = drv.load(WGMMA_PROBE)
+    a = rng.standard_normal((64, 8)).astype(f32)
+    b = rng.standard_normal((8, n)).astype(f32)
+    d0 = rng.standard_normal((64, n)).astype(f32)
+    nbytes = start + lbo + (n // 8) * sbo + 256
+    nbytes += (-nbytes) % 16
+    img = _canonical_kmajor_image(b, start, lbo, sbo, nbytes)
+    d = d0.copy()
+    drv.launch(mod, f"wgmma_probe_n{n}", 1, 128,
+               [img, i32(nbytes), a, d, i32(start), i32(lbo), i32(sbo), i32(0), i32(scale_d)],
+               nbytes)
+    want = _tf32_trunc(a).astype(np.float64) @ _tf32_trunc(b).astype(np.float64)
+    if scale_d:
+        want += d0
+    np.testing.assert_allclose(d, want, rtol=1e-5, atol=1e-5)
+
+
+def test_wgmma_impossible_cases_are_errors_not_hangs(drv, rng):
+    mod = drv.load(WGMMA_PROBE)
+    a = rng.standard_normal((64, 8)).astype(f32)
+    nbytes = 4096
+    img = np.zeros(nbytes // 4, f32)
+    d = np.zeros((64, 128), f32)
+    args = [img, i32(nbytes), a, d, i32(0), i32(128), i32(256)]
+    with pytest.raises(KernelError, match="swizzle mode 1"):  # only no-swizzle is emulated
+        drv.launch(mod, "wgmma_probe_n128", 1, 128, args + [i32(1), i32(0)], nbytes)
+    with pytest.raises(KernelError, match="outside the block's dynamic shared memory"):
+        drv.launch(mod, "wgmma_probe_n128", 1, 128,
+                   [img, i32(nbytes), a, d, i32(0), i32(128), i32(512), i32(0), i32(0)], nbytes)
+    with pytest.raises(KernelError, match="whole warpgroup of 128 threads"):
+        drv.launch(mod, "wgmma_probe_n128", 1, 96, args + [i32(0), i32(0)], nbytes)
+    with pytest.raises(KernelError, match="already exited"):
+        drv.launch(mod, "wgmma_probe_early_exit", 1, 128, [img, i32(nbytes), a, d], nbytes)

@@ -63,3 +63,21 @@ def test_ptxas_log_and_ptx_parsers():
     ptx = (".visible .entry a_f32(\n\t.param .u64 a_f32_param_0\n)\n.maxntid 128, 2, 1\n{\n}\n"
            ".visible .entry b_f32(\n\t.param .u64 b_f32_param_0\n)\n{\n}\n")
     assert kr.parse_maxntid(ptx) == {"a_f32": 256}
+
+
+def test_wgmma_sources_build_for_sm90a_with_no_spills_and_no_stack():
+    """gemm_wgmma.cu (and its emulator probe) is marked for sm_90a, the target its configs ask
+    the cuda driver for; every entry point: 0 spills and 0 bytes of stack."""
+    from mlpaccel.backends import cuda_gemm as cg
+
+    src = ROOT / "kernels" / "gemm_wgmma.cu"
+    assert kr.source_arch(src) == "sm_90a"
+    assert {c.arch for c in cg.configs() if c.module == "gemm_wgmma"} == {"sm_90a"}
+    assert kr.source_arch(ROOT / "kernels" / "gemm.cu") == "sm_90"
+    rows, errors = kr.kernel_rows([src], include=ROOT / "kernels")
+    assert not errors, errors
+    names = {r.kernel for r in rows}
+    for c in cg.configs():
+        if c.module == "gemm_wgmma":
+            assert {f"gemm_{c.name}_{f}_v_f32" for f in c.forms} <= names
+    assert all(r.stack == 0 and not r.spill_stores and not r.spill_loads for r in rows), rows

@@ -76,7 +76,9 @@ def make_driver(emu=False):
         def __init__(self):
             self.mods = {}
 
-        def load(self, module, options=()):
+        def load(self, module, options=(), arch=None):
+            if arch is not None:
+                raise RuntimeError(f"MiniDriver cannot compile for {arch}")
             key = (module, tuple(options))
             if key not in self.mods:
                 m = cupy.RawModule(code=(kdir / f"{module}.cu").read_text(),
@@ -135,8 +137,19 @@ def check_correctness(d, log, emu=False):
         dt = cupy.float64 if cfg.precision == "fp64" else cupy.float32
         tol = {"fp32": 1e-5, "tf32": 3e-3, "fp64": 1e-12}[cfg.precision]
         big = [(257, 509, 131), (3 * cfg.bm + 1, 2 * cfg.bn + 3, 1001), (1024, 768, 512)]
-        for (M, N, K) in [(1, 1, 1), (cfg.bm + 1, cfg.bn - 4, 21)] + ([] if emu else big):
+        if cfg.vec_only:  # 16-byte path only (wgmma): N and K multiples of 4
+            big = [(257, 508, 132), (3 * cfg.bm + 1, 2 * cfg.bn + 4, 1000), (1024, 768, 512),
+                   (4096, 4096, 4096)]
+            small = [(1, 4, 4), (cfg.bm + 1, cfg.bn - 4, 20)]
+        else:
+            small = [(1, 1, 1), (cfg.bm + 1, cfg.bn - 4, 21)]
+        for (M, N, K) in small + ([] if emu else big):
             for form in ("nn", "tn", "nt", "tt"):
+                why = cg.skip_reason(cfg, form, M, N, K, d)
+                if why:
+                    rows.append({"config": cfg.name, "form": form, "shape": [M, N, K],
+                                 "skipped": why})
+                    continue
                 ta, tb = form[0] == "t", form[1] == "t"
                 a = rng.standard_normal((K, M) if ta else (M, K)).astype(dt)
                 b = rng.standard_normal((N, K) if tb else (K, N)).astype(dt)
@@ -207,9 +220,13 @@ def main(argv=None):
     dev = cg.device_name(d)
     log(f"device {dev}, cupy {cupy.__version__}")
     t0 = time.perf_counter()
+    runnable = [c for c in cg.configs() if not cg.skip_reason(c, "nn", 64, 64, 64, d)]
+    for c in cg.configs():
+        if c not in runnable:
+            log(f"not a candidate here: {cg.skip_reason(c, 'nn', 64, 64, 64, d)}")
     with ThreadPoolExecutor(8) as ex:  # NVRTC compiles release the GIL: compile in parallel
-        list(ex.map(lambda c: cg._module(d, c), cg.configs()))
-    log(f"compiled {len(cg.configs())} configs in {time.perf_counter() - t0:.1f} s")
+        list(ex.map(lambda c: cg._module(d, c), runnable))
+    log(f"compiled {len(runnable)} configs in {time.perf_counter() - t0:.1f} s")
 
     ok, corr = check_correctness(d, log, args.emu)
     result = {"device": dev, "correct": ok, "correctness": corr, "timings": []}
@@ -237,9 +254,13 @@ def main(argv=None):
         t_cublas = event_median(lambda ao=ao, bo=bo: cupy.matmul(ao, bo), repeats=reps)
         row = {"label": label, "shape": [M, N, K], "form": form, "cublas_fp32_s": t_cublas}
         for prec in ("fp32", "tf32"):
-            cands = [c for c in cg.tune_shape(d, M, N, K, form, prec, warmup=2, repeats=reps)
+            skipped: list = []
+            cands = [c for c in cg.tune_shape(d, M, N, K, form, prec, warmup=2, repeats=reps,
+                                              skipped=skipped)
                      if c["config"] not in bad]  # never tune in a config that gave wrong results
             row[prec] = cands
+            if skipped:
+                row[f"{prec}_skipped"] = skipped
             table[cg.table_key(prec, form, M, N, K)] = dict(cands[0], shape=[M, N, K])
         d_sel, s_sel = cg.select(d, M, N, K, form, "fp32")
         row["heuristic_fp32"] = [d_sel.name, s_sel]

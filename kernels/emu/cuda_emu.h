@@ -110,7 +110,7 @@ namespace emu {
 
 enum FiberState { RUNNABLE = 0, AT_BARRIER = 1, IN_WARP_OP = 2, EXITED = 3 };
 enum WarpOp { OP_SHFL = 1, OP_SHFL_UP, OP_SHFL_DOWN, OP_SHFL_XOR, OP_BALLOT, OP_SYNCWARP,
-              OP_MMA, OP_REDUCE };
+              OP_MMA, OP_REDUCE, OP_WGMMA };
 enum Schedule { SCHED_FORWARD = 0, SCHED_REVERSE = 1, SCHED_SHUFFLE = 2 };
 
 struct Fiber {
@@ -148,6 +148,7 @@ struct Worker {
     unsigned* order = nullptr;
     char* dyn_smem = nullptr;
     size_t dyn_cap = 0;
+    size_t dyn_size = 0;           // this launch's dynamic shared memory bytes
     char* altstack = nullptr;
     sigjmp_buf jb;
     volatile int in_kernel = 0;
@@ -269,6 +270,7 @@ static const char* op_name(int op) {
         case OP_SYNCWARP: return "__syncwarp";
         case OP_MMA: return "mma_m16n8k8_tf32";
         case OP_REDUCE: return "__reduce_*_sync";
+        case OP_WGMMA: return "wgmma.mma_async (warpgroup)";
     }
     return "?";
 }
@@ -482,6 +484,20 @@ static void report_deadlock(Worker* w) {
     for (unsigned i = 0; i < n; i++) {
         const Fiber& f = w->fibers[i];
         if (f.state != IN_WARP_OP) continue;
+        if (f.op == OP_WGMMA) {
+            unsigned wg = i & ~127u;
+            for (unsigned j = wg; j < wg + 128 && j < n; j++) {
+                const Fiber& o = w->fibers[j];
+                if (o.state == IN_WARP_OP && o.op == OP_WGMMA) continue;
+                set_error(w, "deadlock: thread %u waits in %s at %s:%d for thread %u of its "
+                          "warpgroup (threads %u-%u), which %s", i, op_name(f.op), f.op_file,
+                          f.op_line, j, wg, wg + 127,
+                          o.state == AT_BARRIER ? "waits at __syncthreads()"
+                          : o.state == EXITED   ? "has already exited"
+                                                : "waits in another collective");
+                return;
+            }
+        }
         unsigned base = i & ~31u;
         for (unsigned r = f.mask; r; r &= r - 1) {
             const Fiber& o = w->fibers[base + __builtin_ctz(r)];
@@ -665,6 +681,7 @@ static void worker_loop(Worker* w, Launch* L) {
     w->body = L->body;
     w->args = L->args;
     w->nthreads = L->block[0] * L->block[1] * L->block[2];
+    w->dyn_size = L->smem;
     w->has_err = 0;
     w->fault_sig = 0;
     w->fault_stack = 0;
@@ -814,6 +831,176 @@ static inline int signature(void (*)(P...), char* buf, int n) {
 }
 
 static inline void* dynamic_smem() { return tls_worker->dyn_smem; }
+
+// ----------------------------------------------------------------- the shared window
+// On a GPU a shared-memory address (cvta.to.shared / __cvta_generic_to_shared) is an offset
+// in the block's shared window, which is what wgmma matrix descriptors hold. The emulator maps
+// the block's dynamic shared memory to window offsets [kSharedBase, kSharedBase + size): a
+// non-zero base (as on sm_90, where the window starts with 1 KB reserved for the system), so a
+// kernel that put a plain buffer offset into a descriptor instead of a window address reads
+// the wrong place here too. Static __shared__ variables are per-OS-thread statics in the
+// emulator and have no window address: converting one is an error.
+static const uint32_t kSharedBase = 1024;
+
+static uint32_t shared_window_offset(const void* p, const char* file, int line) {
+    Worker* w = tls_worker;
+    const char* c = static_cast<const char*>(p);
+    if (!w->dyn_smem || c < w->dyn_smem || c >= w->dyn_smem + w->dyn_size) {
+        set_error(w, "__cvta_generic_to_shared at %s:%d: %p is not in the block's dynamic "
+                  "shared memory (%zu bytes); the emulator gives window addresses to dynamic "
+                  "shared memory only", file, line, p, w->dyn_size);
+        yield_to_scheduler();
+    }
+    return kSharedBase + (uint32_t)(c - w->dyn_smem);
+}
+
+// The bytes at window offset [addr, addr + n) of the block's shared memory, or nullptr (and
+// the error set) when they are outside its dynamic shared memory.
+static const char* shared_window_bytes(uint32_t addr, size_t n, const char* what,
+                                       const char* file, int line) {
+    Worker* w = tls_worker;
+    if (addr < kSharedBase || (size_t)(addr - kSharedBase) + n > w->dyn_size) {
+        set_error(w, "%s at %s:%d reads shared window bytes [0x%x, 0x%zx), outside the "
+                  "block's dynamic shared memory [0x%x, 0x%zx)", what, file, line, addr,
+                  (size_t)addr + n, kSharedBase, (size_t)kSharedBase + w->dyn_size);
+        return nullptr;
+    }
+    return w->dyn_smem + (addr - kSharedBase);
+}
+
+// ----------------------------------------------------------------- warpgroup collectives
+// wgmma.mma_async ... .m64nNk8.f32.tf32.tf32 (RS form: A from registers, B from shared memory
+// through a matrix descriptor), decoded as the PTX ISA defines it, independently of any
+// kernel's own convention. Every thread of the warpgroup (128 consecutive threads, all 4
+// warps) passes in = {const uint32_t a[4], const uint64_t* desc, const int* scale_d} and
+// out = float d[N/2]; the last to arrive computes for all (the instruction is synchronous
+// here: wgmma.fence / commit_group / wait_group are no-ops).
+//   A (64 x 8): warp w, lane 4g+t: a0 (16w+g, t), a1 (16w+g+8, t), a2 (16w+g, t+4),
+//               a3 (16w+g+8, t+4)                       [PTX wgmma .m64nNk8 A fragments]
+//   D (64 x N): d[i] at row 16w + g + 8*((i>>1)&1), column 8*(i>>2) + 2t + (i&1)
+//   B (8 x N) from the descriptor: start = bits 0-13 << 4, LBO = bits 16-29 << 4, SBO =
+//     bits 32-45 << 4, swizzle = bits 62-63 (only 0, no swizzle, is emulated; the base offset
+//     bits 49-51 are unused without swizzle). K-major without swizzle, canonical layout
+//     ((8,m),(T,2k)):((1T,SBO),(1,LBO)), T = 4 tf32 per 16 bytes: element (k, n) at
+//     start + (n/8)*SBO + (n%8)*16 + (k/4)*LBO + (k%4)*4.
+// Inputs are read as tf32 (the low 13 bits of each 32-bit value ignored, as the mma.sync
+// emulation does); products are exact in fp32, sums fp32 in k order (fmaf).
+static void complete_wgmma(Worker* w, unsigned wg, const char* file, int line) {
+    Fiber* L = w->fibers + wg;
+    const int n_cols = L[0].p0;
+    uint64_t desc = 0;
+    int scale_d = 0;
+    for (int i = 0; i < 128; i++) {
+        const void* const* ptrs = static_cast<const void* const*>(L[i].in);
+        const uint64_t di = *static_cast<const uint64_t*>(ptrs[1]);
+        const int si = *static_cast<const int*>(ptrs[2]);
+        if (i == 0) { desc = di; scale_d = si; }
+        if (L[i].p0 != n_cols || di != desc || (si != 0) != (scale_d != 0)) {
+            set_error(w, "wgmma at %s:%d: the threads of warpgroup %u disagree on the shape, "
+                      "descriptor or scale-d (thread %u: n%d desc 0x%016llx scale-d %d; thread "
+                      "%u: n%d desc 0x%016llx scale-d %d); they must be warpgroup-uniform",
+                      file, line, wg / 128, wg, n_cols, (unsigned long long)desc, scale_d,
+                      wg + i, L[i].p0, (unsigned long long)di, si);
+            return;
+        }
+    }
+    const uint32_t start = (uint32_t)(desc & 0x3FFFu) << 4;
+    const uint32_t lbo = (uint32_t)((desc >> 16) & 0x3FFFu) << 4;
+    const uint32_t sbo = (uint32_t)((desc >> 32) & 0x3FFFu) << 4;
+    const unsigned swz = (unsigned)(desc >> 62);
+    if (swz != 0) {
+        set_error(w, "wgmma at %s:%d: descriptor 0x%016llx has swizzle mode %u; only mode 0 (no "
+                  "swizzle) is emulated", file, line, (unsigned long long)desc, swz);
+        return;
+    }
+    static thread_local float A[64][8], B[8][256], D[64][256];
+    for (int i = 0; i < 128; i++) {
+        const void* const* ptrs = static_cast<const void* const*>(L[i].in);
+        const uint32_t* a = static_cast<const uint32_t*>(ptrs[0]);
+        const int wq = i >> 5, g = (i & 31) >> 2, t = i & 3;
+        const int r = 16 * wq + g;
+        uint32_t av[4] = {a[0] & 0xffffe000u, a[1] & 0xffffe000u, a[2] & 0xffffe000u,
+                          a[3] & 0xffffe000u};
+        memcpy(&A[r][t], &av[0], 4);
+        memcpy(&A[r + 8][t], &av[1], 4);
+        memcpy(&A[r][t + 4], &av[2], 4);
+        memcpy(&A[r + 8][t + 4], &av[3], 4);
+        const float* d = static_cast<const float*>(L[i].out);
+        for (int j = 0; j < n_cols / 2; j++)
+            D[r + 8 * ((j >> 1) & 1)][8 * (j >> 2) + 2 * t + (j & 1)] = scale_d ? d[j] : 0.f;
+    }
+    for (int n = 0; n < n_cols; n++)
+        for (int k = 0; k < 8; k++) {
+            const uint32_t addr = start + (uint32_t)(n / 8) * sbo + (uint32_t)(n % 8) * 16 +
+                                  (uint32_t)(k / 4) * lbo + (uint32_t)(k % 4) * 4;
+            const char* src = shared_window_bytes(addr, 4, "wgmma (B from the descriptor)",
+                                                  file, line);
+            if (!src) return;
+            uint32_t v;
+            memcpy(&v, src, 4);
+            v &= 0xffffe000u;
+            memcpy(&B[k][n], &v, 4);
+        }
+    for (int m = 0; m < 64; m++)
+        for (int n = 0; n < n_cols; n++) {
+            float acc = D[m][n];
+            for (int k = 0; k < 8; k++) acc = fmaf(A[m][k], B[k][n], acc);
+            D[m][n] = acc;
+        }
+    for (int i = 0; i < 128; i++) {
+        float* d = static_cast<float*>(L[i].out);
+        const int wq = i >> 5, g = (i & 31) >> 2, t = i & 3;
+        for (int j = 0; j < n_cols / 2; j++)
+            d[j] = D[16 * wq + g + 8 * ((j >> 1) & 1)][8 * (j >> 2) + 2 * t + (j & 1)];
+    }
+}
+
+// A thread entering a warpgroup collective: complete it when all 128 threads of its
+// warpgroup have arrived, else suspend. An impossible one (a block whose last warpgroup is
+// partial, a thread of the warpgroup that exited or waits elsewhere) is an error, never a
+// hang.
+__attribute__((noinline)) static void warpgroup_collective(int op, const void* in, void* out,
+                                                           int p0, const char* file,
+                                                           int line) {
+    asm volatile("" ::: "memory");
+    Worker* w = tls_worker;
+    Fiber* f = w->cur;
+    const unsigned wg = f->linear & ~127u;
+    f->op = op; f->mask = 0xffffffffu; f->in = in; f->out = out; f->p0 = p0; f->p1 = 0;
+    f->size = 0; f->op_file = file; f->op_line = line;
+    f->state = IN_WARP_OP;
+    w->n_warp++;
+    if (wg + 128 > w->nthreads) {
+        set_error(w, "%s at %s:%d needs a whole warpgroup of 128 threads; thread %u is in a "
+                  "partial one (block of %u threads)", op_name(op), file, line, f->linear,
+                  w->nthreads);
+        yield_to_scheduler();
+    }
+    for (unsigned j = wg; j < wg + 128; j++) {
+        const Fiber& o = w->fibers[j];
+        if (o.state == EXITED) {
+            set_error(w, "%s at %s:%d: thread %u of the warpgroup (threads %u-%u) has already "
+                      "exited, so the collective can never complete (a hang on a GPU)",
+                      op_name(op), file, line, j, wg, wg + 127);
+            yield_to_scheduler();
+        }
+        // Not all here yet (a thread still running, at a barrier, or in a warp collective of
+        // its own warp): the last to arrive completes it; a real deadlock is reported by the
+        // scheduler (report_deadlock) when nothing can progress.
+        if (o.state != IN_WARP_OP || o.op != op) {
+            yield_to_scheduler();
+            asm volatile("" ::: "memory");
+            return;
+        }
+    }
+    if (op == OP_WGMMA) complete_wgmma(w, wg, file, line);
+    if (w->has_err) yield_to_scheduler();
+    for (unsigned j = wg; j < wg + 128; j++) {
+        w->fibers[j].state = RUNNABLE;
+        w->n_warp--;
+    }
+    asm volatile("" ::: "memory");
+}
 
 [[noreturn]] static void trap(const char* file, int line) {
     Worker* w = tls_worker;

@@ -8,6 +8,12 @@
 //                      the 32 lanes' fragments are gathered (layouts in cuda_emu.h,
 //                      emu::complete_warp_op), D = A*B + C in fp32, and scattered back.
 //   cp_async_16*       cp.async.cg 16 bytes: copied synchronously, so commit/wait are no-ops.
+//   smem_addr          __cvta_generic_to_shared: the emulated shared window (cuda_emu.h,
+//                      emu::shared_window_offset; dynamic shared memory only).
+//   wgmma_m64n{128,256}k8_tf32_rs  wgmma.mma_async RS .tf32, a warpgroup collective
+//                      (emu::warpgroup_collective / complete_wgmma: fragments and the matrix
+//                      descriptor decoded as the PTX ISA defines them). Synchronous, so
+//                      wgmma_fence / commit / wait and fence_proxy_async_smem are no-ops.
 #pragma once
 #ifndef MLPACCEL_EMU_INTRINSICS_CUH
 #define MLPACCEL_EMU_INTRINSICS_CUH
@@ -48,5 +54,28 @@ __device__ __forceinline__ void cp_async_commit() {}
 
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {}
+
+#define smem_addr(p) ::emu::shared_window_offset((p), __FILE__, __LINE__)
+
+__device__ __forceinline__ void fence_proxy_async_smem() {}
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void wgmma_commit() {}
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {}
+__device__ __forceinline__ void wgmma_reg_fence(float&) {}
+
+#define wgmma_m64n128k8_tf32_rs(d, a, desc, scale) \
+    ::emu::wgmma_rs<128>((d), (a), (desc), (scale), __FILE__, __LINE__)
+#define wgmma_m64n256k8_tf32_rs(d, a, desc, scale) \
+    ::emu::wgmma_rs<256>((d), (a), (desc), (scale), __FILE__, __LINE__)
+namespace emu {
+template <int N>
+inline void wgmma_rs(float (&d)[N / 2], const uint32_t a[4], unsigned long long desc_b,
+                     int scale_d, const char* file, int line) {
+    const uint64_t desc = desc_b;
+    const void* in[3] = {a, &desc, &scale_d};
+    warpgroup_collective(OP_WGMMA, in, d, N, file, line);
+}
+}  // namespace emu
 
 #endif  // MLPACCEL_EMU_INTRINSICS_CUH

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import re
 import shutil
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +52,42 @@ class _Module:
         self.name, self.raw, self.functions = name, raw, {}
 
 
+class _CubinFunction:
+    """A function of a cubin we loaded ourselves (``cupy.cuda.function.Function``) with the
+    ``max_dynamic_shared_size_bytes`` setter that ``RawKernel`` offers."""
+
+    __slots__ = ("fn", "_driver")
+
+    def __init__(self, cupy, fn) -> None:
+        self.fn = fn
+        self._driver = cupy.cuda.driver
+
+    @property
+    def max_dynamic_shared_size_bytes(self) -> int:
+        attr = getattr(self._driver, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES", 8)
+        return self._driver.funcGetAttribute(attr, self.fn.ptr)
+
+    @max_dynamic_shared_size_bytes.setter
+    def max_dynamic_shared_size_bytes(self, nbytes: int) -> None:
+        attr = getattr(self._driver, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES", 8)
+        self._driver.funcSetAttribute(self.fn.ptr, attr, int(nbytes))
+
+    def __call__(self, grid, block, args, shared_mem: int = 0):
+        self.fn(grid, block, args, shared_mem=shared_mem)
+
+
+class _CubinModule:
+    """``cupy.cuda.function.Module`` with RawModule's ``get_function`` spelling."""
+
+    __slots__ = ("cupy", "module")
+
+    def __init__(self, cupy, module) -> None:
+        self.cupy, self.module = cupy, module
+
+    def get_function(self, name: str) -> _CubinFunction:
+        return _CubinFunction(self.cupy, self.module.get_function(name))
+
+
 class CupyDriver(KernelDriver):
     """Compiles ``kernels/<module>.cu`` with NVRTC (``cupy.RawModule``) and launches on the
     current CuPy stream of device ``device``. Modules are cached per (device, module, options)."""
@@ -69,8 +106,9 @@ class CupyDriver(KernelDriver):
         self.props = props
         self.sm_count = int(props.get("multiProcessorCount", 1))
 
-    def load(self, module: str, options: tuple[str, ...] = ()) -> _Module:
-        key = (self.device, module, tuple(options))
+    def load(self, module: str, options: tuple[str, ...] = (), arch: str | None = None
+             ) -> _Module:
+        key = (self.device, module, tuple(options), arch)
         mod = self._modules.get(key)
         if mod is not None:
             return mod
@@ -81,15 +119,65 @@ class CupyDriver(KernelDriver):
         except OSError as exc:
             raise KernelError(f"kernel source {path} cannot be read: {exc}") from exc
         opts = ("--std=c++17", f"-I{kdir}", *options)
-        try:
-            with self._dev:
-                raw = self.cupy.RawModule(code=code, options=opts)
-                raw.compile()  # compile now so a syntax error surfaces here, not at launch
-        except Exception as exc:  # cupy.cuda.compiler.CompileException and NVRTC errors
-            raise KernelError(f"kernels/{module}.cu does not compile with NVRTC "
-                              f"(options {opts}):\n{exc}") from exc
+        if arch is not None:
+            raw = self._load_for_arch(module, code, opts, arch)
+        else:
+            try:
+                with self._dev:
+                    raw = self.cupy.RawModule(code=code, options=opts)
+                    raw.compile()  # compile now so a syntax error surfaces here, not at launch
+            except Exception as exc:  # cupy.cuda.compiler.CompileException and NVRTC errors
+                raise KernelError(f"kernels/{module}.cu does not compile with NVRTC "
+                                  f"(options {opts}):\n{exc}") from exc
         mod = self._modules[key] = _Module(module, raw)
         return mod
+
+    def _load_for_arch(self, module: str, code: str, opts: tuple[str, ...], arch: str):
+        """Compile with NVRTC ourselves for exactly ``arch`` (e.g. "sm_90a": wgmma exists only
+        there) and load the cubin. cupy.RawModule cannot do it: CuPy appends its own
+        ``-arch=sm_XY`` for the device (never the "a" variant), so an arch in our options
+        would be a second, conflicting one. We add ``-ftz=true`` as CuPy does, so these
+        kernels see the same float mode as every other module."""
+        m = re.fullmatch(r"sm_(\d)(\d+)a?", arch)
+        cc = f"{self.props.get('major')}.{self.props.get('minor')}"
+        if m is None or f"{m.group(1)}.{m.group(2)}" != cc:
+            raise KernelError(f"kernels/{module}.cu is built for {arch} only; device "
+                              f"{self.device} is compute capability {cc}")
+        try:
+            from cupy_backends.cuda.libs import nvrtc
+        except ImportError:  # older CuPy
+            from cupy.cuda import nvrtc
+        nv_opts = [*opts, f"-arch={arch}", "-ftz=true"]
+        try:
+            prog = nvrtc.createProgram(code, f"{module}.cu", [], [])
+        except Exception as exc:  # noqa: BLE001
+            raise KernelError(f"NVRTC cannot create a program for kernels/{module}.cu: "
+                              f"{exc}") from exc
+        try:
+            try:
+                nvrtc.compileProgram(prog, nv_opts)
+            except Exception as exc:  # nvrtc.NVRTCError: the log says why
+                try:
+                    log = nvrtc.getProgramLog(prog)
+                except Exception:  # noqa: BLE001
+                    log = ""
+                raise KernelError(f"kernels/{module}.cu does not compile with NVRTC for "
+                                  f"{arch} (options {nv_opts}):\n{exc}\n{log}") from exc
+            try:
+                cubin = nvrtc.getCUBIN(prog)
+            except Exception as exc:  # noqa: BLE001
+                raise KernelError(f"NVRTC gave no {arch} cubin for kernels/{module}.cu "
+                                  f"(CuPy/NVRTC too old for getCUBIN?): {exc}") from exc
+        finally:
+            nvrtc.destroyProgram(prog)
+        try:
+            with self._dev:
+                raw = self.cupy.cuda.function.Module()
+                raw.load(cubin)
+        except Exception as exc:  # noqa: BLE001
+            raise KernelError(f"loading the {arch} cubin of kernels/{module}.cu on device "
+                              f"{self.device} failed: {exc}") from exc
+        return _CubinModule(self.cupy, raw)
 
     def launch(self, module: _Module, kernel: str, grid, block, args: Sequence[Any],
                shared_mem: int = 0) -> None:

@@ -151,9 +151,12 @@ class EmuDriver(KernelDriver):
         base = self.kernel_dir if self.kernel_dir is not None else kernel_dir()
         return base / f"{module}.cu"
 
-    def load(self, module: str, options: tuple[str, ...] = ()) -> EmuModule:
+    def load(self, module: str, options: tuple[str, ...] = (), arch: str | None = None
+             ) -> EmuModule:
         """Compile ``kernels/<module>.cu`` (or a path to a ``.cu`` file) with ``options``,
-        reusing the cached library when nothing changed; returns the module handle."""
+        reusing the cached library when nothing changed; returns the module handle. ``arch``
+        (a GPU target such as "sm_90a") is ignored: the emulator runs every instruction it
+        models on any host."""
         key = (str(module), tuple(options))
         mod = self._modules.get(key)
         if mod is None:

@@ -31,7 +31,8 @@ TUNING_DIR = Path(__file__).resolve().parent.parent / "tuning"
 
 @dataclass(frozen=True)
 class GemmConfig:
-    """One tile configuration of kernels/gemm.cu (``cfg_id`` is its ``-DGEMM_CFG``)."""
+    """One tile configuration of kernels/gemm.cu or kernels/gemm_wgmma.cu (``cfg_id`` is its
+    ``-DGEMM_CFG``, unique across both modules)."""
 
     name: str
     cfg_id: int
@@ -44,13 +45,26 @@ class GemmConfig:
     #: fp32 ring whose stages hold both operands k-major [BK][B?+4] (gemm_simt_ring: cp.async
     #: for the m/n-contiguous operand, register staging + transposing stores for the other)
     kmajor: bool = False
+    #: kernels/<module>.cu that holds the config
+    module: str = MODULE
+    #: the transpose forms it has entry points for (gemm_wgmma: nn and nt only)
+    forms: tuple[str, ...] = ("nn", "tn", "nt", "tt")
+    #: None: the driver's default target; "sm_90a": compiled for sm_90a only (wgmma), so a
+    #: candidate only on compute capability 9.0 devices (and on the emulator)
+    arch: str | None = None
+    #: only the 16-byte path exists (no "_s_" entry points): operands must be 16-byte aligned
+    #: with every leading dimension % 4 == 0
+    vec_only: bool = False
 
     def dynamic_smem(self, transpose_a: bool, transpose_b: bool, vec: bool) -> int:
         """Bytes of dynamic shared memory the launch needs (0 unless a cp.async config runs
         its 16-byte path); mirrors SA/SB in gemm_tc_async (tf32), gemm_simt_async and
-        gemm_simt_ring (fp32)."""
+        gemm_simt_ring (fp32), and SD/SR in gemm_wgmma."""
         if not (self.stages and vec):
             return 0
+        if self.module == "gemm_wgmma":  # A tile [BM x BK] + B tile as stored, padded
+            sr = self.bn * (self.bk + 4) if transpose_b else self.bk * (self.bn + 8)
+            return self.stages * (self.bm * self.bk + sr) * 4
         if self.kmajor:  # every form: [BK][BM+4] + [BK][BN+4] per stage
             return self.stages * self.bk * (self.bm + 4 + self.bn + 4) * 4
         if self.precision == "tf32":
@@ -82,6 +96,11 @@ _CONFIGS = (
     GemmConfig("128x256x16s3", 15, "fp32", 128, 256, 16, 256, 3),
     # v3, unmeasured: 256x128 tile, 4x2 warps of 64x64, 16x8 per thread (kernels/NOTES.md)
     GemmConfig("256x128x8s3", 16, "fp32", 256, 128, 8, 256, 3, kmajor=True),
+    # v4, unmeasured: TF32 on Hopper wgmma (kernels/gemm_wgmma.cu, sm_90a; kernels/NOTES.md)
+    GemmConfig("wg128x128x32s3", 17, "tf32", 128, 128, 32, 256, 3, module="gemm_wgmma",
+               forms=("nn", "nt"), arch="sm_90a", vec_only=True),
+    GemmConfig("wg256x128x32s4", 18, "tf32", 256, 128, 32, 256, 4, module="gemm_wgmma",
+               forms=("nn", "nt"), arch="sm_90a", vec_only=True),
     # unmeasured: small tiles with a 4-deep cp.async ring for the latency-bound batch-64 GEMMs
     GemmConfig("32x64x16s4", 19, "fp32", 32, 64, 16, 128, 4),
     GemmConfig("64x64x16s4", 20, "fp32", 64, 64, 16, 128, 4),
@@ -189,8 +208,8 @@ _MODEL = {
     "tc64x64x16": (4, 0.8), "64x64x8": (3, 1.0),
 }
 # The configs the untuned heuristic chooses from: measured ones only. The fp32 cp.async configs
-# (13-15: slower on the H200), 256x128x8s3 (16) and the small 4-stage rings (19, 20: not yet
-# measured) are left to the autotuner.
+# (13-15: slower on the H200), 256x128x8s3 (16), the wgmma configs (17, 18; sm_90a only) and
+# the small 4-stage rings (19, 20), not yet measured, are left to the autotuner.
 _HEURISTIC = {
     "fp32": ("128x128x8", "128x64x8", "64x64x16", "32x64x16"),
     "tf32": ("tc128x128x32s3", "tc128x128x16", "tc64x64x16"),
@@ -240,7 +259,7 @@ def select(driver, M: int, N: int, K: int, form: str = "nn",
     entry = load_table(device_name(driver)).get(table_key(precision, form, M, N, K))
     if entry and entry.get("config") in _BY_NAME:
         cfg = _BY_NAME[entry["config"]]
-        if cfg.precision == precision:
+        if cfg.precision == precision and skip_reason(cfg, form, M, N, K, driver) is None:
             return cfg, max(1, int(entry.get("split_k", 1)))
     return heuristic(M, N, K, precision, _sm_count(driver))
 
@@ -249,8 +268,47 @@ def select(driver, M: int, N: int, K: int, form: str = "nn",
 def _module(driver, cfg: GemmConfig):
     per = _modules.setdefault(driver, {})
     if cfg.cfg_id not in per:
-        per[cfg.cfg_id] = driver.load(MODULE, (f"-DGEMM_CFG={cfg.cfg_id}",))
+        opts = (f"-DGEMM_CFG={cfg.cfg_id}",)
+        if cfg.arch:  # per-module target (the emulator ignores it)
+            per[cfg.cfg_id] = driver.load(cfg.module, opts, arch=cfg.arch)
+        else:
+            per[cfg.cfg_id] = driver.load(cfg.module, opts)
     return per[cfg.cfg_id]
+
+
+def _compute_capability(driver) -> str | None:
+    """"9.0" etc. for a GPU driver; None for the emulator (which runs every config)."""
+    if getattr(driver, "name", "") == "emu":
+        return None
+    try:
+        cc = (driver.info() or {}).get("compute_capability")
+    except Exception:  # noqa: BLE001 - descriptive only
+        cc = None
+    return str(cc) if cc else None
+
+
+def _vec_ok(a_cols: int, b_cols: int) -> bool:
+    return a_cols % 4 == 0 and b_cols % 4 == 0
+
+
+def skip_reason(cfg: GemmConfig, form: str, M: int, N: int, K: int, driver=None) -> str | None:
+    """Why ``cfg`` cannot run this problem (None when it can): a transpose form without entry
+    points, a 16-byte-only config on leading dimensions not % 4, an sm_90a config on a device
+    that is not compute capability 9.0. ``autotune`` skips such candidates and says why."""
+    if form not in cfg.forms:
+        return (f"{cfg.name} has entry points for {'/'.join(cfg.forms)} only (wgmma reads its "
+                f"shared-memory operand K-major: A must be stored (M, K)), not {form}")
+    if cfg.vec_only:
+        ta, tb = form[0] == "t", form[1] == "t"
+        if not _vec_ok(M if ta else K, K if tb else N):
+            return (f"{cfg.name} needs the 16-byte path (every leading dimension % 4 == 0 and "
+                    f"16-byte aligned operands); {form} {M}x{N}x{K} does not have it")
+    if cfg.arch == "sm_90a" and driver is not None:
+        cc = _compute_capability(driver)
+        if cc is not None and cc != "9.0":
+            return (f"{cfg.name} is compiled for sm_90a (wgmma, Hopper only); this device is "
+                    f"compute capability {cc}")
+    return None
 
 
 def _dummy(driver, dt):
@@ -349,20 +407,33 @@ def matmul(driver, a, b, transpose_a: bool = False, transpose_b: bool = False, o
         return out
 
     form = ("t" if transpose_a else "n") + ("t" if transpose_b else "n")
+    # 16-byte loads need every operand's leading dimension % 4 and aligned base pointers
+    vec = (dt == np.float32 and _vec_ok(a.shape[1], b.shape[1])
+           and _ptr(a) % 16 == 0 and _ptr(b) % 16 == 0)
     if config is not None:
         cfg = config if isinstance(config, GemmConfig) else config_by_name(config)
         if cfg.precision != precision:
             raise ValueError(f"matmul: config {cfg.name} is {cfg.precision}, not {precision}")
+        if form not in cfg.forms:
+            raise ValueError(f"matmul: {skip_reason(cfg, form, M, N, K)}")
+        if cfg.vec_only and not vec:
+            raise ValueError(f"matmul: config {cfg.name} needs 16-byte aligned operands whose "
+                             f"leading dimensions are multiples of 4 (a {tuple(a.shape)}, b "
+                             f"{tuple(b.shape)}); use another config")
+        why = skip_reason(cfg, form, M, N, K, driver) if cfg.arch else None
+        if why:
+            raise ValueError(f"matmul: {why}")
         split = 1
     else:
         cfg, split = select(driver, M, N, K, form, precision)
+        if form not in cfg.forms or (cfg.vec_only and not vec):
+            # a table entry of the shape's bucket whose config cannot run this call (e.g.
+            # wgmma on an unaligned view): the heuristic's choice, which always can
+            cfg, split = heuristic(M, N, K, precision, _sm_count(driver))
     if split_k is not None:
         split = max(1, int(split_k))
     if K == 0:
         split = 1  # an empty sum: the epilogue alone (bias, activation) on zeros
-    # 16-byte loads need every operand's leading dimension % 4 and aligned base pointers
-    vec = (dt == np.float32 and a.shape[1] % 4 == 0 and b.shape[1] % 4 == 0
-           and _ptr(a) % 16 == 0 and _ptr(b) % 16 == 0)
     kernel = f"gemm_{cfg.name}_{form}_{'v' if vec else 's'}_{'f64' if dt == np.float64 else 'f32'}"
     k_chunk = K
     if split > 1:
@@ -478,11 +549,18 @@ def _record(cuda, fn, n: int):
         return None, None
 
 
-def candidates(M: int, N: int, K: int, precision: str) -> list[tuple[GemmConfig, int]]:
-    """(config, split_k) pairs worth timing for a shape: every config of the precision, and
-    K splits 2..16 for the configs whose grid is small."""
+def candidates(M: int, N: int, K: int, precision: str, form: str = "nn", driver=None,
+               skipped: list | None = None) -> list[tuple[GemmConfig, int]]:
+    """(config, split_k) pairs worth timing for a shape: every config of the precision that
+    can run it (``skip_reason``; the others are appended to ``skipped`` as {"config",
+    "skipped": why}), and K splits 2..16 for the configs whose grid is small."""
     out = []
     for c in configs(precision):
+        why = skip_reason(c, form, M, N, K, driver)
+        if why:
+            if skipped is not None:
+                skipped.append({"config": c.name, "skipped": why})
+            continue
         out.append((c, 1))
         blocks = math.ceil(M / c.bm) * math.ceil(N / c.bn)
         s = 2
@@ -523,7 +601,7 @@ def verify_error(driver, out, ref) -> float:
 
 def tune_shape(driver, M: int, N: int, K: int, form: str = "nn", precision: str = "fp32",
                warmup: int = 3, repeats: int = 10, seed: int = 0, verify: bool = True,
-               rejected: list | None = None) -> list[dict]:
+               rejected: list | None = None, skipped: list | None = None) -> list[dict]:
     """Median time of every candidate (config, split_k) for one problem, fastest first:
     ``[{"config", "split_k", "seconds", "gflops", "error"}, ...]``. Compilation happens in the
     checked first run, outside the timings (CUDA events on a GPU, wall clock on the emulator).
@@ -532,7 +610,9 @@ def tune_shape(driver, M: int, N: int, K: int, form: str = "nn", precision: str 
     output that must match a float64 ``xp.matmul`` (``verify_error`` <= ``VERIFY_TOL``); a candidate
     that differs, leaves an element unwritten or raises (compile or launch error) is never
     timed nor returned, so the autotuner cannot pick a wrong kernel. Rejections are appended
-    to ``rejected`` ({"config", "split_k", "error"/"exception"}) when given, and warned."""
+    to ``rejected`` ({"config", "split_k", "error"/"exception"}) when given, and warned.
+    Configs that cannot run the problem at all (``skip_reason``: a form without entry points,
+    an sm_90a config off Hopper) are not tried; they go to ``skipped`` with the reason."""
     xp = driver.xp
     rng = np.random.default_rng(seed)
     dt = np.float64 if precision == "fp64" else np.float32
@@ -543,7 +623,7 @@ def tune_shape(driver, M: int, N: int, K: int, form: str = "nn", precision: str 
     ws = xp.empty(16 * M * N, dtype=dt)  # split-K scratch, allocated outside any recording
     ref = _reference(driver, a, b, ta, tb) if verify else None
     rows = []
-    for cfg, split in candidates(M, N, K, precision):
+    for cfg, split in candidates(M, N, K, precision, form, driver, skipped):
         def run(cfg=cfg, split=split):
             matmul(driver, a, b, ta, tb, out=out, precision=precision, config=cfg,
                    split_k=split, workspace=lambda n, _dt: ws)
@@ -602,7 +682,8 @@ def autotune(driver, shapes: Iterable[Sequence], precision: str = "fp32", warmup
     ``shapes``: (M, N, K) or (M, N, K, form) with form in nn/tn/nt/tt. Only candidates whose
     result matches ``xp.matmul`` are timed (``tune_shape``'s check). Returns the table
     ``{key: {"config", "split_k", "seconds", "gflops", "error", "shape"}}`` (plus
-    ``"rejected"`` when a candidate failed the check; a shape with no valid candidate gets
+    ``"rejected"`` when a candidate failed the check, ``"skipped"`` with the reason for each
+    config that cannot run the shape on this device; a shape with no valid candidate gets
     no entry, i.e. keeps the heuristic); with ``write`` merges it into
     ``mlpaccel/tuning/<device>.json`` (or ``path``)."""
     table: dict = {}
@@ -610,13 +691,16 @@ def autotune(driver, shapes: Iterable[Sequence], precision: str = "fp32", warmup
         M, N, K = (int(v) for v in shape[:3])
         form = shape[3] if len(shape) > 3 else "nn"
         rejected: list = []
+        skipped: list = []
         rows = tune_shape(driver, M, N, K, form, precision, warmup, repeats,
-                          rejected=rejected)
+                          rejected=rejected, skipped=skipped)
         if not rows:
             continue
         entry = dict(rows[0], shape=[M, N, K])
         if rejected:
             entry["rejected"] = rejected
+        if skipped:
+            entry["skipped"] = skipped
         table[table_key(precision, form, M, N, K)] = entry
     if write:
         save_table(driver, table, path)

@@ -46,10 +46,12 @@ class KernelDriver(abc.ABC):
     name: str = "abstract"
 
     @abc.abstractmethod
-    def load(self, module: str, options: tuple[str, ...] = ()) -> Any:
+    def load(self, module: str, options: tuple[str, ...] = (), arch: str | None = None) -> Any:
         """Compile (or fetch from cache) ``kernels/<module>.cu`` with compiler ``options``
         (e.g. ``("-DTILE_M=64",)``; the same options reach NVRTC and g++) and return a handle.
-        Raises ``KernelError`` with the compiler's message when it does not compile."""
+        ``arch`` (e.g. "sm_90a") asks a GPU driver for that exact target instead of the
+        device's default (the emulator ignores it). Raises ``KernelError`` with the compiler's
+        message when it does not compile."""
 
     @abc.abstractmethod
     def launch(self, module: Any, kernel: str, grid, block, args: Sequence[Any],

@@ -1,0 +1,191 @@
+// mlpaccel TF32 GEMM on Hopper wgmma (sm_90a only): C = op(A) op(B) (+ epilogue), row-major.
+// mlpaccel-arch: sm_90a
+//
+// Same contract as kernels/gemm.cu (signature, epilogue bits, split-K finish: see its header
+// comment), for the forms whose A is K-contiguous: nn (B stored (K, N)) and nt (B stored
+// (N, K)); tn/tt are not built (the host refuses them for these configs). 16-byte path only:
+// every leading dimension % 4 == 0 and 16-byte aligned A and B (the host refuses the others).
+//
+// Why transposed: wgmma takes its B operand from shared memory through a matrix descriptor,
+// and for .tf32 that operand must be K-major (the transpose immediates exist only for
+// f16/bf16). A's rows are K-major, so the kernel computes C^T = op(B)^T A^T:
+//   instruction M (64 per warpgroup) = our N      instruction A (registers) = op(B)^T (N x K)
+//   instruction N (BM)               = our M      instruction B (descriptor) = A^T, K-major =
+//                                                  A's rows, copied unchanged
+// and the epilogue writes the accumulator fragments transposed into C.
+//
+// Block tile BM (rows of C) x BN (columns of C), BK = 32, STAGES-deep cp.async ring in dynamic
+// shared memory; BN / 64 warpgroups of 128 threads (every thread loads). Per k-tile:
+//   wait for its cp.async group, fence.proxy.async (this thread's copies -> the async proxy
+//   wgmma reads through), __syncthreads, refill the stage the previous tile used, read the
+//   warpgroup's B fragments (rounded to TF32 with cvt.rna) for the BK/8 k-steps, wgmma.fence,
+//   BK/8 x wgmma m64n{BM}k8, commit, wait_group 0 (so the next refill may overwrite the stage).
+// Shared memory per stage (floats):
+//   Ds: A tile, BM rows x BK, no-swizzle K-major core matrices: core matrix (r/8, k/4) of
+//       8 rows x 4 floats (128 contiguous bytes, row r%8 at 16-byte offset) at byte
+//       ((r/8) * (BK/4) + k/4) * 128, so LBO (K-adjacent) = 128 bytes, SBO (8-row groups) =
+//       BK/4 * 128 = 1024 bytes; k-step s starts at + 256 s bytes. The 8 threads of a 16-byte
+//       cp.async phase write one core matrix (8 rows of one 16-byte k chunk): no bank conflict;
+//       a warp reads 8 rows x 64 contiguous bytes of A (whole 32-byte sectors).
+//   Rs: B tile as stored: nn [BK][BN + 8] (k rows), nt [BN][BK + 4] (n rows); the fragment
+//       reads (4 per k-step, lanes g = lane/4 along n, t = lane%4 along k) hit 32 distinct
+//       banks with these pads (as gemm_tc_async's).
+// Thread -> output: warpgroup q, warp w in it, lane 4g + t owns, for i < BM/2, the accumulator
+//   d[i] = C[bm0 + 8*(i>>2) + 2t + (i&1)][bn0 + 64q + 16w + g + 8*((i>>1)&1)].
+// Dynamic smem: STAGES * (BM*BK + (nn ? BK*(BN+8) : BN*(BK+4))) * 4 bytes (cuda_gemm.py).
+//
+// Entry points: gemm_<cfg>_<nn|nt>_v_f32, signature as gemm.cu's. -DGEMM_CFG=<id> compiles one
+// configuration (ids in mlpaccel/backends/cuda_gemm.py).
+#include "common.cuh"
+
+#ifndef GEMM_CFG
+#define GEMM_CFG (-1)
+#endif
+#define GEMM_WANT(id) (GEMM_CFG < 0 || GEMM_CFG == (id))
+
+template <int BM>
+__device__ __forceinline__ void gemm_wgmma_mma(float (&d)[BM / 2], const uint32_t a[4],
+                                               unsigned long long desc) {
+    if constexpr (BM == 128) wgmma_m64n128k8_tf32_rs(d, a, desc, 1);
+    else wgmma_m64n256k8_tf32_rs(d, a, desc, 1);
+}
+
+template <int BM, int BN, int BK, int STAGES, bool TB>
+__device__ __forceinline__ void gemm_wgmma(const float* __restrict__ A,
+                                           const float* __restrict__ B, float* C,
+                                           const float* bias, float* Z, const float* aux,
+                                           int M, int N, int K, int k_chunk, int epi, float p) {
+    static_assert(BM == 128 || BM == 256, "wgmma n128 / n256 only");
+    static_assert(BN % 64 == 0 && BK % 8 == 0, "tile");
+    constexpr int NT = (BN / 64) * 128;
+    constexpr int KC = BK / 4;                  // 16-byte k chunks per row
+    constexpr int SD = BM * BK;                 // A tile (descriptor operand), floats
+    constexpr int LR = TB ? BK + 4 : BN + 8;    // B tile row pitch
+    constexpr int SR = TB ? BN * LR : BK * LR;  // B tile, floats
+    constexpr uint32_t LBO = 128, SBO = KC * 128;
+    extern __shared__ __align__(128) float gemm_smem[];
+    float* Ds = gemm_smem;
+    float* Rs = gemm_smem + STAGES * SD;
+
+    const int tid = threadIdx.x;
+    const int wq = tid >> 7, warp = (tid >> 5) & 3, lane = tid & 31;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int bm0 = blockIdx.y * BM, bn0 = blockIdx.x * BN;
+    const int kb = blockIdx.z * k_chunk;
+    const int ke = K < kb + k_chunk ? K : kb + k_chunk;
+    if (gridDim.z > 1) C += (long long)blockIdx.z * M * N;
+
+    auto fetch = [&](int k0, int stage) {
+        float* ds = Ds + stage * SD;
+        float* rs = Rs + stage * SR;
+#pragma unroll
+        for (int q = 0; q < (BM * KC + NT - 1) / NT; ++q) {
+            const int f = tid + q * NT;
+            if ((BM * KC) % NT != 0 && f >= BM * KC) break;
+            const int r8 = f & 7, kc = (f >> 3) % KC, rg = f / (8 * KC);
+            const int r = rg * 8 + r8, k = k0 + kc * 4;
+            const bool in = bm0 + r < M && k < ke;
+            const float* src = in ? A + (long long)(bm0 + r) * K + k : A;
+            cp_async_16_zfill(ds + (rg * KC + kc) * 32 + r8 * 4, src, in ? 16 : 0);
+        }
+        constexpr int RR = TB ? BN : BK, RC = TB ? BK : BN;  // B tile rows x cols as stored
+#pragma unroll
+        for (int q = 0; q < (RR * RC / 4 + NT - 1) / NT; ++q) {
+            const int f = tid + q * NT;
+            if ((RR * RC / 4) % NT != 0 && f >= RR * RC / 4) break;
+            const int r = f / (RC / 4), c = (f % (RC / 4)) * 4;
+            bool in;
+            const float* src;
+            if (TB) {  // B (N, K): row n = bn0 + r, k = k0 + c
+                in = bn0 + r < N && k0 + c < ke;
+                src = B + (long long)(bn0 + r) * K + k0 + c;
+            } else {  // B (K, N): row k = k0 + r, n = bn0 + c
+                in = k0 + r < ke && bn0 + c < N;
+                src = B + (long long)(k0 + r) * N + bn0 + c;
+            }
+            cp_async_16_zfill(rs + r * LR + c, in ? src : B, in ? 16 : 0);
+        }
+    };
+    // instruction A element (row pr of this warpgroup's 64, k): op(B)[k][n], n = 64 wq + pr
+    auto ra = [&](const float* rs, int pr, int k) -> uint32_t {
+        const int n = wq * 64 + pr;
+        return f32_to_tf32(TB ? rs[n * LR + k] : rs[k * LR + n]);
+    };
+
+    float acc[BM / 2];
+#pragma unroll
+    for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+
+    const uint32_t ds_addr = smem_addr(Ds);
+    const int ntiles = ke > kb ? (ke - kb + BK - 1) / BK : 0;
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < ntiles) fetch(kb + s * BK, s);
+        cp_async_commit();
+    }
+    for (int t = 0; t < ntiles; ++t) {
+        cp_async_wait<STAGES - 2>();
+        fence_proxy_async_smem();  // this thread's landed copies -> visible to wgmma's reads
+        __syncthreads();           // everyone's; and every warpgroup finished tile t-1's wgmma
+        {
+            const int nt = t + STAGES - 1;
+            if (nt < ntiles) fetch(kb + nt * BK, nt % STAGES);
+            cp_async_commit();
+        }
+        const int stage = t % STAGES;
+        const float* rs = Rs + stage * SR;
+        uint32_t af[BK / 8][4];
+#pragma unroll
+        for (int s = 0; s < BK / 8; ++s) {
+            const int pr = warp * 16 + g, k = s * 8 + t4;
+            af[s][0] = ra(rs, pr, k);
+            af[s][1] = ra(rs, pr + 8, k);
+            af[s][2] = ra(rs, pr, k + 4);
+            af[s][3] = ra(rs, pr + 8, k + 4);
+        }
+        const uint32_t base = ds_addr + (uint32_t)(stage * SD * 4);
+#pragma unroll
+        for (int i = 0; i < BM / 2; ++i) wgmma_reg_fence(acc[i]);
+        wgmma_fence();
+#pragma unroll
+        for (int s = 0; s < BK / 8; ++s)
+            gemm_wgmma_mma<BM>(acc, af[s], wgmma_desc(base + (uint32_t)s * 2 * LBO, LBO, SBO));
+        wgmma_commit();
+        wgmma_wait<0>();
+#pragma unroll
+        for (int i = 0; i < BM / 2; ++i) wgmma_reg_fence(acc[i]);
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int i = 0; i < BM / 2; ++i) {
+        const int m = bm0 + 8 * (i >> 2) + 2 * t4 + (i & 1);
+        const int n = bn0 + wq * 64 + warp * 16 + g + 8 * ((i >> 1) & 1);
+        if (m < M && n < N) gemm_store(C, bias, Z, aux, N, m, n, acc[i], epi, p);
+    }
+}
+
+// ---------------------------------------------------------------- entry points
+#define GEMM_PARAMS(T)                                                                       \
+    const T *A, const T *B, T *C, const T *bias, T *Z, const T *aux, int M, int N, int K,    \
+        int k_chunk, int epi, T p, T *Cout, unsigned *tiles, int epi_out
+#define GEMM_ARGS A, B, C, bias, Z, aux, M, N, K, k_chunk, epi, p
+
+#define GEMM_WG_ONE(NAME, SUF, BM, BN, BK, ST, MINB, TB)                                     \
+    extern "C" __global__ void __launch_bounds__((BN / 64) * 128, MINB)                      \
+        gemm_##NAME##SUF(GEMM_PARAMS(float)) {                                               \
+        gemm_wgmma<BM, BN, BK, ST, TB>(GEMM_ARGS);                                           \
+        gemm_splitk_finish<float, BM, BN>(C, Cout, tiles, bias, Z, aux, M, N, epi_out, p);   \
+    }
+#define GEMM_WG(NAME, BM, BN, BK, ST, MINB)                                                  \
+    GEMM_WG_ONE(NAME, _nn_v_f32, BM, BN, BK, ST, MINB, false)                                \
+    GEMM_WG_ONE(NAME, _nt_v_f32, BM, BN, BK, ST, MINB, true)
+
+// Configuration table; ids and names must match CONFIGS in mlpaccel/backends/cuda_gemm.py.
+//                    name           BM   BN  BK  stages  blocks/SM   threads, smem (nn)
+#if GEMM_WANT(17)
+GEMM_WG(wg128x128x32s3, 128, 128, 32, 3, 2)  // 256, m64n128k8, 99.75 KB (nt 102 KB)
+#endif
+#if GEMM_WANT(18)
+GEMM_WG(wg256x128x32s4, 256, 128, 32, 4, 1)  // 256, m64n256k8, 196 KB (nt 200 KB)
+#endif
