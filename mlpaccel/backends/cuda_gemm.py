@@ -549,11 +549,15 @@ def _record(cuda, fn, n: int):
         return None, None
 
 
+#: deepest K split the autotuner tries (the heuristic stops at 16)
+MAX_SPLIT = 64
+
+
 def candidates(M: int, N: int, K: int, precision: str, form: str = "nn", driver=None,
                skipped: list | None = None) -> list[tuple[GemmConfig, int]]:
     """(config, split_k) pairs worth timing for a shape: every config of the precision that
     can run it (``skip_reason``; the others are appended to ``skipped`` as {"config",
-    "skipped": why}), and K splits 2..16 for the configs whose grid is small."""
+    "skipped": why}), and K splits 2..MAX_SPLIT for the configs whose grid is small."""
     out = []
     for c in configs(precision):
         why = skip_reason(c, form, M, N, K, driver)
@@ -565,8 +569,10 @@ def candidates(M: int, N: int, K: int, precision: str, form: str = "nn", driver=
         blocks = math.ceil(M / c.bm) * math.ceil(N / c.bn)
         s = 2
         # small grids (the MLP's batch-64 layers) need deep splits: each K slice of >= 64
-        # keeps >= 4 k-tiles, and a block's k-loop is latency-bound there, not FMA-bound
-        while s <= 16 and K // s >= 64 and blocks * s <= 4 * 132:
+        # keeps >= 4 k-tiles, and a block's k-loop is latency-bound there, not FMA-bound;
+        # beyond 16 slices (weight gradients over a batch of 8192: K = 8192 for a 256 x 256
+        # output, 4 tiles of 128 x 128) only while each slice keeps K >= 128
+        while s <= MAX_SPLIT and K // s >= (64 if s <= 16 else 128) and blocks * s <= 4 * 132:
             out.append((c, s))
             s *= 2
     return out
@@ -620,7 +626,7 @@ def tune_shape(driver, M: int, N: int, K: int, form: str = "nn", precision: str 
     a = xp.asarray(rng.standard_normal((K, M) if ta else (M, K)).astype(dt))
     b = xp.asarray(rng.standard_normal((N, K) if tb else (K, N)).astype(dt))
     out = xp.empty((M, N), dtype=dt)
-    ws = xp.empty(16 * M * N, dtype=dt)  # split-K scratch, allocated outside any recording
+    ws = xp.empty(MAX_SPLIT * M * N, dtype=dt)  # split-K scratch, allocated outside recordings
     ref = _reference(driver, a, b, ta, tb) if verify else None
     rows = []
     for cfg, split in candidates(M, N, K, precision, form, driver, skipped):
