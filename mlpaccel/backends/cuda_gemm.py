@@ -568,11 +568,12 @@ def candidates(M: int, N: int, K: int, precision: str, form: str = "nn", driver=
         out.append((c, 1))
         blocks = math.ceil(M / c.bm) * math.ceil(N / c.bn)
         s = 2
-        # small grids (the MLP's batch-64 layers) need deep splits: each K slice of >= 64
-        # keeps >= 4 k-tiles, and a block's k-loop is latency-bound there, not FMA-bound;
-        # beyond 16 slices (weight gradients over a batch of 8192: K = 8192 for a 256 x 256
-        # output, 4 tiles of 128 x 128) only while each slice keeps K >= 128
-        while s <= MAX_SPLIT and K // s >= (64 if s <= 16 else 128) and blocks * s <= 4 * 132:
+        # small grids (the MLP's batch-64 layers) need deep splits: each K slice of >= 48
+        # keeps >= 3 k-tiles (784 / 16 = 49: the batch-64 forward GEMM may split 16 ways),
+        # and a block's k-loop is latency-bound there, not FMA-bound; beyond 16 slices
+        # (weight gradients over a batch of 8192: K = 8192 for a 256 x 256 output, 4 tiles of
+        # 128 x 128) only while each slice keeps K >= 128
+        while s <= MAX_SPLIT and K // s >= (48 if s <= 16 else 128) and blocks * s <= 4 * 132:
             out.append((c, s))
             s *= 2
     return out
