@@ -517,3 +517,44 @@ def test_wgmma_impossible_cases_are_errors_not_hangs(drv, rng):
         drv.launch(mod, "wgmma_probe_n128", 1, 96, args + [i32(0), i32(0)], nbytes)
     with pytest.raises(KernelError, match="already exited"):
         drv.launch(mod, "wgmma_probe_early_exit", 1, 128, [img, i32(nbytes), a, d], nbytes)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n,start,lbo,sbo", [(128, 48, 144 * 16 + 64, 144),
+                                             (256, 0, 128, 256),
+                                             (128, 1040, 272, 544)])
+def test_wgmma_probe_on_the_gpu_agrees_with_the_ptx_definition(rng, n, start, lbo, sbo):
+    """The same probe on an sm_90 GPU (compiled for sm_90a by the driver's NVRTC path): the
+    hardware's reading of the hand-built descriptor and of the A / D fragments must give the
+    product the emulator's PTX reading gives. Inputs are exact tf32 values, so the result does
+    not depend on how the tensor core rounds fp32 operands; a layout misreading shows as O(1)
+    errors (the image is NaN wherever B is not)."""
+    try:
+        import cupy
+
+        from mlpaccel.backends.cuda import CupyDriver, _Module
+        gpu = CupyDriver()
+    except Exception as exc:  # noqa: BLE001 - no CuPy / device
+        pytest.skip(f"no usable CUDA device: {exc}")
+    if (gpu.props.get("major"), gpu.props.get("minor")) != (9, 0):
+        pytest.skip("wgmma needs compute capability 9.0 (sm_90a)")
+    from mlpaccel._paths import kernel_dir
+
+    code = Path(WGMMA_PROBE).read_text()
+    raw = gpu._load_for_arch("wgmma_probe", code, ("--std=c++17", f"-I{kernel_dir()}"),
+                             "sm_90a")
+    mod = _Module("wgmma_probe", raw)
+    a = _tf32_trunc(rng.standard_normal((64, 8)).astype(f32))
+    b = _tf32_trunc(rng.standard_normal((8, n)).astype(f32))
+    d0 = rng.standard_normal((64, n)).astype(f32)
+    nbytes = start + lbo + (n // 8) * sbo + 256
+    nbytes += (-nbytes) % 16
+    img = _canonical_kmajor_image(b, start, lbo, sbo, nbytes)
+    for scale_d in (0, 1):
+        d = cupy.asarray(d0)
+        gpu.launch(mod, f"wgmma_probe_n{n}", 1, 128,
+                   [cupy.asarray(img), i32(nbytes), cupy.asarray(a), d, i32(start), i32(lbo),
+                    i32(sbo), i32(0), i32(scale_d)], nbytes)
+        gpu.synchronize()
+        want = a.astype(np.float64) @ b.astype(np.float64) + (d0 if scale_d else 0.0)
+        np.testing.assert_allclose(cupy.asnumpy(d), want, rtol=1e-5, atol=1e-5)
