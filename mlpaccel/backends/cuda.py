@@ -367,9 +367,11 @@ class CudaBackend(Backend):
                "fused_head": ("on: a softmax-CE output layer (<= 32 classes, batches <= "
                               f"{_head().MAX_FUSED_ROWS} rows) runs forward and backward as "
                               "one launch" if self.fused_head else "off"),
-               "concurrent_backward": ("on: weight gradients run on a second stream beside "
-                                       "the input gradient" if self.concurrent_backward
-                                       else "off")}
+               "concurrent_backward": (("on: weight gradients run on a second stream beside "
+                                        "the input gradient" + (
+                                            "" if getattr(self.driver, "cupy", None) else
+                                            " (the emulator runs both in issue order)"))
+                                       if self.concurrent_backward else "off")}
         return out
 
     def synchronize(self) -> None:
