@@ -20,6 +20,9 @@
 //   wgmma reads through), __syncthreads, refill the stage the previous tile used, read the
 //   warpgroup's B fragments (rounded to TF32 with cvt.rna) for the BK/8 k-steps, wgmma.fence,
 //   BK/8 x wgmma m64n{BM}k8, commit, wait_group 0 (so the next refill may overwrite the stage).
+//   OVERLAP (config 21): wait_group 1 instead, so tile t's group runs while tile t+1's
+//   fragments load; two fragment buffers, STAGES - 2 tiles ahead, the refill at tile t goes to
+//   tile t-2's stage (finished in every warpgroup by the barrier at the top of tile t).
 // Shared memory per stage (floats):
 //   Ds: A tile, BM rows x BK, no-swizzle K-major core matrices: core matrix (r/8, k/4) of
 //       8 rows x 4 floats (128 contiguous bytes, row r%8 at 16-byte offset) at byte
@@ -45,18 +48,21 @@
 
 template <int BM>
 __device__ __forceinline__ void gemm_wgmma_mma(float (&d)[BM / 2], const uint32_t a[4],
-                                               unsigned long long desc) {
-    if constexpr (BM == 128) wgmma_m64n128k8_tf32_rs(d, a, desc, 1);
-    else wgmma_m64n256k8_tf32_rs(d, a, desc, 1);
+                                               unsigned long long desc, int scale_d) {
+    if constexpr (BM == 128) wgmma_m64n128k8_tf32_rs(d, a, desc, scale_d);
+    else wgmma_m64n256k8_tf32_rs(d, a, desc, scale_d);
 }
 
-template <int BM, int BN, int BK, int STAGES, bool TB>
+template <int BM, int BN, int BK, int STAGES, bool TB, bool OVERLAP>
 __device__ __forceinline__ void gemm_wgmma(const float* __restrict__ A,
                                            const float* __restrict__ B, float* C,
                                            const float* bias, float* Z, const float* aux,
                                            int M, int N, int K, int k_chunk, int epi, float p) {
     static_assert(BM == 128 || BM == 256, "wgmma n128 / n256 only");
     static_assert(BN % 64 == 0 && BK % 8 == 0, "tile");
+    static_assert(!OVERLAP || STAGES >= 4, "overlap: tile t-1 in wgmma, t computed, >= 2 ahead");
+    // prefetch distance: tiles in flight ahead of the one being multiplied
+    constexpr int AHEAD = OVERLAP ? STAGES - 2 : STAGES - 1;
     constexpr int NT = (BN / 64) * 128;
     constexpr int KC = BK / 4;                  // 16-byte k chunks per row
     constexpr int SD = BM * BK;                 // A tile (descriptor operand), floats
@@ -112,29 +118,29 @@ __device__ __forceinline__ void gemm_wgmma(const float* __restrict__ A,
         return f32_to_tf32(TB ? rs[n * LR + k] : rs[k * LR + n]);
     };
 
+    // OVERLAP: no instruction but wgmma may define the accumulators while a group is in flight
+    // (else ptxas serialises every wgmma), so they are not zeroed here: the first wgmma runs
+    // with scale-d = 0 (D = A B), and there is always a first one (>= 2 k-tiles, zeros past K).
     float acc[BM / 2];
+    if constexpr (!OVERLAP) {
 #pragma unroll
-    for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+        for (int i = 0; i < BM / 2; ++i) acc[i] = 0.f;
+    }
 
     const uint32_t ds_addr = smem_addr(Ds);
     const int ntiles = ke > kb ? (ke - kb + BK - 1) / BK : 0;
+    // OVERLAP runs an even number of k-tiles: the extra one lies past ke, so fetch zero-fills it
+    const int padded = !OVERLAP ? ntiles : ntiles < 2 ? 2 : ntiles + (ntiles & 1);
 #pragma unroll
-    for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < ntiles) fetch(kb + s * BK, s);
+    for (int s = 0; s < AHEAD; ++s) {
+        if (s < padded) fetch(kb + s * BK, s);
         cp_async_commit();
     }
-    for (int t = 0; t < ntiles; ++t) {
-        cp_async_wait<STAGES - 2>();
-        fence_proxy_async_smem();  // this thread's landed copies -> visible to wgmma's reads
-        __syncthreads();           // everyone's; and every warpgroup finished tile t-1's wgmma
-        {
-            const int nt = t + STAGES - 1;
-            if (nt < ntiles) fetch(kb + nt * BK, nt % STAGES);
-            cp_async_commit();
-        }
+    // One k-tile: its B fragments into af (rounded to TF32), then BK/8 wgmma on the A tile's
+    // descriptor, committed as one group.
+    auto multiply = [&](int t, uint32_t (&af)[BK / 8][4]) {
         const int stage = t % STAGES;
         const float* rs = Rs + stage * SR;
-        uint32_t af[BK / 8][4];
 #pragma unroll
         for (int s = 0; s < BK / 8; ++s) {
             const int pr = warp * 16 + g, k = s * 8 + t4;
@@ -144,13 +150,59 @@ __device__ __forceinline__ void gemm_wgmma(const float* __restrict__ A,
             af[s][3] = ra(rs, pr + 8, k + 4);
         }
         const uint32_t base = ds_addr + (uint32_t)(stage * SD * 4);
+        if constexpr (!OVERLAP) {
 #pragma unroll
-        for (int i = 0; i < BM / 2; ++i) wgmma_reg_fence(acc[i]);
-        wgmma_fence();
+            for (int i = 0; i < BM / 2; ++i) wgmma_reg_fence(acc[i]);
+        }
+        wgmma_fence();  // af (and, the first time, acc) were written by other instructions
 #pragma unroll
         for (int s = 0; s < BK / 8; ++s)
-            gemm_wgmma_mma<BM>(acc, af[s], wgmma_desc(base + (uint32_t)s * 2 * LBO, LBO, SBO));
+            gemm_wgmma_mma<BM>(acc, af[s], wgmma_desc(base + (uint32_t)s * 2 * LBO, LBO, SBO),
+                               OVERLAP ? (t > 0 || s > 0) : 1);
         wgmma_commit();
+    };
+    if constexpr (!OVERLAP) {
+        uint32_t af[BK / 8][4];
+        for (int t = 0; t < ntiles; ++t) {
+            cp_async_wait<STAGES - 2>();
+            fence_proxy_async_smem();  // this thread's landed copies -> visible to wgmma's reads
+            __syncthreads();           // everyone's; and every warpgroup finished tile t-1's wgmma
+            {
+                const int nt = t + STAGES - 1;
+                if (nt < ntiles) fetch(kb + nt * BK, nt % STAGES);
+                cp_async_commit();
+            }
+            multiply(t, af);
+            wgmma_wait<0>();  // before the next refill may overwrite this stage
+#pragma unroll
+            for (int i = 0; i < BM / 2; ++i) wgmma_reg_fence(acc[i]);
+        }
+    } else {
+        // Tile t's wgmma group is issued while tile t-1's may still run: wait_group 1 after
+        // each commit (so t-1 is done by the end of iteration t), two fragment buffers (the
+        // RS form reads af asynchronously: af of t-1 is rewritten only at t+1, after that
+        // wait), and the refill at iteration t targets tile t-2's stage (every warpgroup
+        // passed iteration t-1's wait - the barrier below says so - so t-2 is finished).
+        // Unrolled by two with no branch around the wgmma (a branch made NVVM copy the
+        // accumulators at the join, and ptxas then serialised every wgmma): an odd tile count
+        // runs one more k-tile, of zeros (cp.async zero-fills past ke), which adds nothing.
+        uint32_t af0[BK / 8][4], af1[BK / 8][4];
+        auto step = [&](int t, uint32_t (&af)[BK / 8][4]) {
+            cp_async_wait<STAGES - 3>();  // tile t landed (groups after it: AHEAD - 1)
+            fence_proxy_async_smem();
+            __syncthreads();
+            {
+                const int nt = t + AHEAD;
+                if (nt < padded) fetch(kb + nt * BK, nt % STAGES);
+                cp_async_commit();
+            }
+            multiply(t, af);
+            wgmma_wait<1>();
+        };
+        for (int t = 0; t < padded; t += 2) {
+            step(t, af0);
+            step(t + 1, af1);
+        }
         wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < BM / 2; ++i) wgmma_reg_fence(acc[i]);
@@ -171,21 +223,25 @@ __device__ __forceinline__ void gemm_wgmma(const float* __restrict__ A,
         int k_chunk, int epi, T p, T *Cout, unsigned *tiles, int epi_out
 #define GEMM_ARGS A, B, C, bias, Z, aux, M, N, K, k_chunk, epi, p
 
-#define GEMM_WG_ONE(NAME, SUF, BM, BN, BK, ST, MINB, TB)                                     \
+#define GEMM_WG_ONE(NAME, SUF, BM, BN, BK, ST, MINB, TB, OV)                                 \
     extern "C" __global__ void __launch_bounds__((BN / 64) * 128, MINB)                      \
         gemm_##NAME##SUF(GEMM_PARAMS(float)) {                                               \
-        gemm_wgmma<BM, BN, BK, ST, TB>(GEMM_ARGS);                                           \
+        gemm_wgmma<BM, BN, BK, ST, TB, OV>(GEMM_ARGS);                                       \
         gemm_splitk_finish<float, BM, BN>(C, Cout, tiles, bias, Z, aux, M, N, epi_out, p);   \
     }
-#define GEMM_WG(NAME, BM, BN, BK, ST, MINB)                                                  \
-    GEMM_WG_ONE(NAME, _nn_v_f32, BM, BN, BK, ST, MINB, false)                                \
-    GEMM_WG_ONE(NAME, _nt_v_f32, BM, BN, BK, ST, MINB, true)
+#define GEMM_WG(NAME, BM, BN, BK, ST, MINB, OV)                                              \
+    GEMM_WG_ONE(NAME, _nn_v_f32, BM, BN, BK, ST, MINB, false, OV)                            \
+    GEMM_WG_ONE(NAME, _nt_v_f32, BM, BN, BK, ST, MINB, true, OV)
 
 // Configuration table; ids and names must match CONFIGS in mlpaccel/backends/cuda_gemm.py.
 //                    name           BM   BN  BK  stages  blocks/SM   threads, smem (nn)
 #if GEMM_WANT(17)
-GEMM_WG(wg128x128x32s3, 128, 128, 32, 3, 2)  // 256, m64n128k8, 99.75 KB (nt 102 KB)
+GEMM_WG(wg128x128x32s3, 128, 128, 32, 3, 2, false)  // 256, m64n128k8, 99.75 KB (nt 102 KB)
 #endif
 #if GEMM_WANT(18)
-GEMM_WG(wg256x128x32s4, 256, 128, 32, 4, 1)  // 256, m64n256k8, 196 KB (nt 200 KB)
+GEMM_WG(wg256x128x32s4, 256, 128, 32, 4, 1, false)  // 256, m64n256k8, 196 KB (nt 200 KB)
+#endif
+// the same tile with wgmma groups overlapping across k-tiles (wait_group 1; 2 tiles ahead)
+#if GEMM_WANT(21)
+GEMM_WG(wg256x128x32s4o, 256, 128, 32, 4, 1, true)  // 256, m64n256k8, 196 KB (nt 200 KB)
 #endif

@@ -486,7 +486,7 @@ WGMMA = [c for c in cg.configs("tf32") if c.module == "gemm_wgmma"]
 
 def test_wgmma_configs_are_autotuner_only():
     """Unmeasured: never the untuned choice, only the autotuner's (as 256x128x8s3)."""
-    assert len(WGMMA) == 2
+    assert len(WGMMA) == 3  # 17, 18 and 21 (18 with wgmma groups overlapping)
     for c in WGMMA:
         assert c.arch == "sm_90a" and c.vec_only and c.forms == ("nn", "nt")
         assert c.name not in cg._HEURISTIC["tf32"]
@@ -579,6 +579,26 @@ def test_wgmma_epilogues_and_split_k_emu(emu, rng, monkeypatch, cfg):
         assert _relerr(got, want) < TOL["tf32"], f"backward {form}"
         assert launched == [(f"gemm_{cfg.name}_{form}_v_f32", smem)] * 3, launched
         launched.clear()
+
+
+@pytest.mark.emu
+@pytest.mark.parametrize("K", [0, 4, 32, 64, 96, 160, 7 * 32 + 4])
+def test_wgmma_overlapped_ring_equals_the_plain_one_emu(emu, rng, K):
+    """Config 21 (wgmma groups overlapping across k-tiles: no zeroed accumulators, the first
+    wgmma with scale-d 0, an even number of k-tiles, the odd one out a tile of zeros past K)
+    gives config 18's bits for 0, 1, 2, 3, 5 and 8 k-tiles (K = 0: a zero product)."""
+    a, b = _operands(rng, 70, 132, K, "nn", np.float32)
+    got = _run(emu, a, b, "nn", precision="tf32", config="wg256x128x32s4o")
+    want = _run(emu, a, b, "nn", precision="tf32", config="wg256x128x32s4")
+    np.testing.assert_array_equal(got, want)
+    if K == 0:
+        assert not got.any()
+    if K == 96:  # 3 k-tiles + the zero one, on poisoned dynamic smem and both schedules
+        from mlpaccel.backends.cuda_emu import EmuDriver
+
+        checked = EmuDriver(schedules=("forward", "reverse"), check_bounds=True)
+        got = _run(checked, a, b, "nn", precision="tf32", config="wg256x128x32s4o")
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.emu
