@@ -624,3 +624,26 @@ def test_autotune_tries_wgmma_on_nn_and_skips_it_on_tn_emu(emu, tmp_path):
                         path=tmp_path / "t.json")
     (entry,) = table.values()
     assert {s["config"] for s in entry["skipped"]} == {c.name for c in WGMMA}
+
+
+@pytest.mark.emu
+def test_autotune_keeps_each_shape_as_soon_as_it_is_measured_emu(emu, tmp_path, monkeypatch):
+    """A tuning run cut short (gpu-check kills a step at its time limit) keeps the shapes it
+    finished: each entry is merged into the table file when measured, by an atomic replace
+    (no half-written JSON, no temporary file left)."""
+    path = tmp_path / "t.json"
+    real = cg.tune_shape
+    calls = []
+
+    def cut_after_one(driver, M, N, K, form, *a, **kw):
+        calls.append((M, N, K))
+        if len(calls) > 1:
+            raise KeyboardInterrupt("time limit")
+        return real(driver, M, N, K, form, *a, **kw)
+
+    monkeypatch.setattr(cg, "tune_shape", cut_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        cg.autotune(emu, [(16, 8, 16), (24, 8, 16)], "fp32", warmup=0, repeats=1, path=path)
+    entries = cg._read_entries(path)
+    assert list(entries) == [cg.table_key("fp32", "nn", 16, 8, 16)]
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]

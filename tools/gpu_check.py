@@ -382,7 +382,7 @@ def _read_json(path: Path):
 STEPS = [  # in priority order: a step cut by the overall budget loses the least
     Step("tests", 240, step_tests, "pytest -m cuda (conformance suite on cuda included)"),
     Step("compare", 60, step_compare, "cuda vs cuda-emu vs float64 reference"),
-    Step("autotune", 90, step_autotune, "GEMM tile sweep -> mlpaccel/tuning/"),
+    Step("autotune", 150, step_autotune, "GEMM tile sweep -> mlpaccel/tuning/"),
     Step("head", 60, step_head, "tools/head_bench.py: fused output layer vs composed ops "
          "-> the tuning table (before bench, whose epochs then use it)"),
     Step("bench", 150, step_bench, "mlpaccel bench --full --backends cuda (+ peers)"),

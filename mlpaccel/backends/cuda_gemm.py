@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 import warnings
@@ -675,8 +676,11 @@ def save_table(driver, table: dict, path: Path | None = None) -> Path:
             p.parent.mkdir(parents=True, exist_ok=True)
             entries = _read_entries(p)
             entries.update(table)
-            p.write_text(json.dumps({"device": device, "entries": entries}, indent=1,
-                                    sort_keys=True) + "\n")
+            # atomic: a run killed mid-write (a timed-out tuning step) keeps the old table
+            tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"device": device, "entries": entries}, indent=1,
+                                      sort_keys=True) + "\n")
+            os.replace(tmp, p)
         except OSError as exc:
             err = exc
             continue
@@ -694,8 +698,8 @@ def autotune(driver, shapes: Iterable[Sequence], precision: str = "fp32", warmup
     ``{key: {"config", "split_k", "seconds", "gflops", "error", "shape"}}`` (plus
     ``"rejected"`` when a candidate failed the check, ``"skipped"`` with the reason for each
     config that cannot run the shape on this device; a shape with no valid candidate gets
-    no entry, i.e. keeps the heuristic); with ``write`` merges it into
-    ``mlpaccel/tuning/<device>.json`` (or ``path``)."""
+    no entry, i.e. keeps the heuristic); with ``write`` merges each shape's entry into
+    ``mlpaccel/tuning/<device>.json`` (or ``path``) as soon as it is measured."""
     table: dict = {}
     for shape in shapes:
         M, N, K = (int(v) for v in shape[:3])
@@ -711,7 +715,8 @@ def autotune(driver, shapes: Iterable[Sequence], precision: str = "fp32", warmup
             entry["rejected"] = rejected
         if skipped:
             entry["skipped"] = skipped
-        table[table_key(precision, form, M, N, K)] = entry
-    if write:
-        save_table(driver, table, path)
+        key = table_key(precision, form, M, N, K)
+        table[key] = entry
+        if write:  # shape by shape: a tuning run cut short keeps what it measured
+            save_table(driver, {key: entry}, path)
     return table
