@@ -482,6 +482,29 @@ def test_graph_step_falls_back_to_eager_and_says_why():
     assert be._graph_state.startswith("eager") and "cuBLAS" in be._graph_state
 
 
+def test_graph_step_records_on_one_stream_when_the_second_stream_breaks_it():
+    """If a recording with the backward's second stream fails, the step is recorded again on
+    one stream (concurrent_backward switched off) before falling back to eager launches, and
+    info()'s graph line says why."""
+    from mlpaccel.backends.cuda import _GraphStep
+
+    log = []
+    be, stream = _fake_backend(log)
+    be.concurrent_backward, be._side = True, object()
+
+    def step():
+        if stream.capturing and be.concurrent_backward:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return "out"
+
+    g = _GraphStep(be, step)
+    assert [g(), g(), g()] == ["out"] * 3
+    assert log.count("begin") == 2 and log.count("launch") == 2  # recorded once, replayed
+    assert be.concurrent_backward is False and be._side is None
+    assert be._graph_state.startswith("captured") and "one stream" in be._graph_state
+    assert g.eager_reason is None
+
+
 def test_beside_forks_and_joins_the_side_stream():
     """``_beside`` with a fake CuPy: the side stream waits for what the current stream was
     given before the block, work in ``side()`` is issued on it (in the side lane), and the

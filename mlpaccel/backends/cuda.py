@@ -275,10 +275,20 @@ class _GraphStep:
                 result = self.fn()
             finally:
                 graph = stream.end_capture()  # always end, or the stream stays unusable
-        except Exception as exc:  # nothing recorded ran: run this step eagerly instead
-            self.eager_reason = f"{type(exc).__name__}: {exc}"
-            be._graph_state = f"eager: capture failed ({self.eager_reason})"
+        except Exception as exc:  # nothing recorded ran
+            why = f"{type(exc).__name__}: {exc}"
             be._capture_keep = None
+            if getattr(be, "concurrent_backward", False):
+                # the second stream's fork/join is the newest thing in a recording: record
+                # on one stream before giving up on graphs (and say so in info())
+                be.concurrent_backward, be._side = False, None
+                result = self._record(stream)
+                if self.graph is not None:
+                    be._graph_state += (f" (on one stream: recording with the second stream "
+                                        f"failed: {why})")
+                return result
+            self.eager_reason = why
+            be._graph_state = f"eager: capture failed ({self.eager_reason})"
             return self.fn()
         finally:
             be._capture_keep = None
