@@ -631,10 +631,13 @@ def tune_shape(driver, M: int, N: int, K: int, form: str = "nn", precision: str 
     a = xp.asarray(rng.standard_normal((K, M) if ta else (M, K)).astype(dt))
     b = xp.asarray(rng.standard_normal((N, K) if tb else (K, N)).astype(dt))
     out = xp.empty((M, N), dtype=dt)
-    ws = xp.empty(MAX_SPLIT * M * N, dtype=dt)  # split-K scratch, allocated outside recordings
+    cands = candidates(M, N, K, precision, form, driver, skipped)
+    # split-K scratch for the deepest split tried (big shapes try none: 8192^2 x 64 slices
+    # would be 17 GB), allocated outside any recording
+    ws = xp.empty(max([s for _, s in cands if s > 1], default=1) * M * N, dtype=dt)
     ref = _reference(driver, a, b, ta, tb) if verify else None
     rows = []
-    for cfg, split in candidates(M, N, K, precision, form, driver, skipped):
+    for cfg, split in cands:
         def run(cfg=cfg, split=split):
             matmul(driver, a, b, ta, tb, out=out, precision=precision, config=cfg,
                    split_k=split, workspace=lambda n, _dt: ws)
