@@ -347,6 +347,23 @@ __device__ __forceinline__ void gemm_store(T* C, const T* bias, T* Z, const T* a
     C[idx] = v;
 }
 
+// An R x CC tile (rows [r0, rmax), cols [c0, cmax)) of the row-major gm (leading dimension
+// ld) into shared memory by 16-byte cp.async, zero-filled outside: row r at s + r*L + (r/4)*P.
+template <int R, int CC, int L, int P, int NT>
+__device__ __forceinline__ void gemm_cp_tile(const float* gm, int ld, int r0, int rmax, int c0,
+                                             int cmax, float* s, int tid) {
+    constexpr int SLOTS = R * CC / 4;
+#pragma unroll
+    for (int q = 0; q < (SLOTS + NT - 1) / NT; ++q) {
+        const int f = tid + q * NT;
+        if (SLOTS % NT != 0 && f >= SLOTS) break;
+        const int r = f / (CC / 4), c = (f % (CC / 4)) * 4;
+        const bool in = r0 + r < rmax && c0 + c < cmax;
+        const float* src = in ? gm + (long long)(r0 + r) * ld + (c0 + c) : gm;
+        cp_async_16_zfill(s + r * L + (r / 4) * P + c, src, in ? 16 : 0);
+    }
+}
+
 // In-kernel split-K finish (kernels/gemm.cu header comment).
 // Called by every thread of a split-K block after its partial tile is stored (W = the
 // (splits, M, N) workspace). The last of the gridDim.z slices of an output tile to arrive sums

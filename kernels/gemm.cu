@@ -550,21 +550,7 @@ __device__ __forceinline__ void gemm_ldsk(float* d, const float* s) {
     }
 }
 
-template <int R, int CC, int L, int P, int NT>
-__device__ __forceinline__ void gemm_cp_tile(const float* gm, int ld, int r0, int rmax, int c0,
-                                             int cmax, float* s, int tid) {
-    // R x CC tile (rows [r0, rmax), cols [c0, cmax)) of gm -> s, row r at r*L + (r/4)*P
-    constexpr int SLOTS = R * CC / 4;
-#pragma unroll
-    for (int q = 0; q < (SLOTS + NT - 1) / NT; ++q) {
-        const int f = tid + q * NT;
-        if (SLOTS % NT != 0 && f >= SLOTS) break;
-        const int r = f / (CC / 4), c = (f % (CC / 4)) * 4;
-        const bool in = r0 + r < rmax && c0 + c < cmax;
-        const float* src = in ? gm + (long long)(r0 + r) * ld + (c0 + c) : gm;
-        cp_async_16_zfill(s + r * L + (r / 4) * P + c, src, in ? 16 : 0);
-    }
-}
+// gemm_cp_tile (an R x CC tile by 16-byte cp.async): common.cuh, shared with gemm_wgmma.cu.
 
 template <int BM, int BN, int BK, int WM, int WN, int TM, int TN, int STAGES, int KG, int KU,
           bool TA, bool TB>

@@ -94,23 +94,9 @@ __device__ __forceinline__ void gemm_wgmma(const float* __restrict__ A,
             const float* src = in ? A + (long long)(bm0 + r) * K + k : A;
             cp_async_16_zfill(ds + (rg * KC + kc) * 32 + r8 * 4, src, in ? 16 : 0);
         }
-        constexpr int RR = TB ? BN : BK, RC = TB ? BK : BN;  // B tile rows x cols as stored
-#pragma unroll
-        for (int q = 0; q < (RR * RC / 4 + NT - 1) / NT; ++q) {
-            const int f = tid + q * NT;
-            if ((RR * RC / 4) % NT != 0 && f >= RR * RC / 4) break;
-            const int r = f / (RC / 4), c = (f % (RC / 4)) * 4;
-            bool in;
-            const float* src;
-            if (TB) {  // B (N, K): row n = bn0 + r, k = k0 + c
-                in = bn0 + r < N && k0 + c < ke;
-                src = B + (long long)(bn0 + r) * K + k0 + c;
-            } else {  // B (K, N): row k = k0 + r, n = bn0 + c
-                in = k0 + r < ke && bn0 + c < N;
-                src = B + (long long)(k0 + r) * N + bn0 + c;
-            }
-            cp_async_16_zfill(rs + r * LR + c, in ? src : B, in ? 16 : 0);
-        }
+        // B tile as stored: (N, K) rows n for nt, (K, N) rows k for nn; zeros outside
+        if (TB) gemm_cp_tile<BN, BK, LR, 0, NT>(B, K, bn0, N, k0, ke, rs, tid);
+        else gemm_cp_tile<BK, BN, LR, 0, NT>(B, N, k0, ke, bn0, N, rs, tid);
     };
     // instruction A element (row pr of this warpgroup's 64, k): op(B)[k][n], n = 64 wq + pr
     auto ra = [&](const float* rs, int pr, int k) -> uint32_t {

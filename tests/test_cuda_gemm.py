@@ -69,6 +69,19 @@ def _relerr(got, ref):
     return np.linalg.norm(got - ref) / (den if den > 0 else 1.0)
 
 
+def _spy_launches(driver, monkeypatch) -> list:
+    """(kernel, dynamic shared memory) of every launch through ``driver`` from now on."""
+    launched = []
+    real = driver.launch
+
+    def spy(mod, kernel, grid, block, args, shared_mem=0):
+        launched.append((kernel, shared_mem))
+        return real(mod, kernel, grid, block, args, shared_mem)
+
+    monkeypatch.setattr(driver, "launch", spy)
+    return launched
+
+
 def _run(driver, a, b, form, **kw):
     xp = driver.xp
     ad, bd = xp.asarray(a), xp.asarray(b)
@@ -308,14 +321,7 @@ def test_async_fp32_epilogue_and_split_k_emu(emu, rng, monkeypatch, cfg):
     split-K (each slice a ring of several k-tiles), every form."""
     xp = emu.xp
     M, N, K = cfg.bm + 4, cfg.bn - 4, (2 * cfg.stages + 2) * cfg.bk + 4
-    launched = []
-    real = emu.launch
-
-    def spy(mod, kernel, grid, block, args, shared_mem=0):
-        launched.append((kernel, shared_mem))
-        return real(mod, kernel, grid, block, args, shared_mem)
-
-    monkeypatch.setattr(emu, "launch", spy)
+    launched = _spy_launches(emu, monkeypatch)
     for form in FORMS:
         smem = cfg.dynamic_smem(form[0] == "t", form[1] == "t", True)
         assert smem > 0
@@ -550,14 +556,7 @@ def test_wgmma_epilogues_and_split_k_emu(emu, rng, monkeypatch, cfg):
     slice), backward epilogue."""
     xp = emu.xp
     M, N, K = cfg.bm + 5, cfg.bn - 4, (2 * cfg.stages + 2) * cfg.bk + 20
-    launched = []
-    real = emu.launch
-
-    def spy(mod, kernel, grid, block, args, shared_mem=0):
-        launched.append((kernel, shared_mem))
-        return real(mod, kernel, grid, block, args, shared_mem)
-
-    monkeypatch.setattr(emu, "launch", spy)
+    launched = _spy_launches(emu, monkeypatch)
     for form in cfg.forms:
         smem = cfg.dynamic_smem(False, form[1] == "t", True)
         assert 0 < smem <= 227 * 1024
